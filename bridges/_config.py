@@ -1,0 +1,181 @@
+"""Run configs (`configs/*.yaml`): models x datasets x frameworks.
+
+Relative paths resolve against the config file's folder. `${VAR}` and `${VAR:-default}` are
+replaced from the environment (and `.env`); a missing variable is an error naming the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bridges._errors import BenchbridgeError
+from bridges.datasets import Dataset, load_dataset
+from bridges.models import ModelSpec, parse_model_spec
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class DatasetRef(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    frameworks: list[str] | None = None  # None: every framework that can take its kind
+
+
+class PublishSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    out: str | None = None
+    title: str | None = None
+    average_over: list[str] | None = None  # column ids; default all primary columns
+
+
+class RunConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    work_dir: str = "runs"
+    results_db: str | None = None  # default: <work_dir>/results.sqlite
+    seed: int = 0
+    max_samples: int | None = Field(None, ge=1)
+    models: list[dict[str, Any]]
+    datasets: list[DatasetRef] = Field(default_factory=list)
+    frameworks: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
+
+
+class LoadedConfig:
+    """A validated config with its models parsed, datasets loaded and paths resolved."""
+
+    def __init__(self, path: Path, raw: dict[str, Any], cfg: RunConfig) -> None:
+        self.path = path
+        self.raw = raw
+        self.cfg = cfg
+        self.base = path.parent
+        self.models: list[ModelSpec] = [
+            parse_model_spec(m, where=f"{path}: models[{i}]") for i, m in enumerate(cfg.models)
+        ]
+        names = [m.name for m in self.models]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise BenchbridgeError(f"{path}: models: duplicate name(s) {', '.join(sorted(dupes))}")
+        self.datasets: list[Dataset] = []
+        self.dataset_frameworks: dict[str, list[str] | None] = {}
+        for i, ref in enumerate(cfg.datasets):
+            try:
+                ds = load_dataset(self.resolve(ref.path))
+            except BenchbridgeError as exc:
+                raise BenchbridgeError(f"{path}: datasets[{i}].path: {exc}") from None
+            self.datasets.append(ds)
+            self.dataset_frameworks[ds.name] = ref.frameworks
+        from bridges.frameworks import FRAMEWORKS
+
+        for fw in cfg.frameworks:
+            FRAMEWORKS.get(fw, key=f"{path}: frameworks.{fw}")
+
+    def resolve(self, p: str | None) -> Path:
+        if p is None:
+            raise BenchbridgeError(f"{self.path}: a required path is missing")
+        q = Path(os.path.expanduser(p))
+        return q if q.is_absolute() else (self.base / q).resolve()
+
+    @property
+    def name(self) -> str:
+        return self.cfg.name
+
+    @property
+    def work_dir(self) -> Path:
+        return self.resolve(self.cfg.work_dir)
+
+    @property
+    def results_db(self) -> Path:
+        return self.resolve(self.cfg.results_db) if self.cfg.results_db else self.work_dir / "results.sqlite"
+
+    def model(self, name: str, key: str) -> ModelSpec:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise BenchbridgeError(
+            f"{self.path}: {key}: no model named {name!r} (have {', '.join(m.name for m in self.models)})"
+        )
+
+    def datasets_for(self, framework: str, kinds: set[str]) -> list[Dataset]:
+        out = []
+        for ds in self.datasets:
+            allowed = self.dataset_frameworks.get(ds.name)
+            if ds.kind in kinds and (allowed is None or framework in allowed):
+                out.append(ds)
+        return out
+
+    def config_hash(self) -> str:
+        """Hash of the resolved config and every dataset's content."""
+        h = hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode())
+        for ds in self.datasets:
+            h.update(ds.content_hash.encode())
+        return h.hexdigest()[:16]
+
+    def framework_options(self, framework: str, options_model: type[BaseModel]) -> BaseModel:
+        raw = self.cfg.frameworks.get(framework) or {}
+        try:
+            return options_model.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise BenchbridgeError(f"{self.path}: frameworks.{framework}.{loc}: {err['msg']}") from None
+
+
+def _interpolate(value: Any, path: Path, key: str, env: dict[str, str]) -> Any:
+    if isinstance(value, dict):
+        return {k: _interpolate(v, path, f"{key}.{k}" if key else str(k), env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, path, f"{key}[{i}]", env) for i, v in enumerate(value)]
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            var, default = m.group(1), m.group(2)
+            if var in env:
+                return env[var]
+            if default is not None:
+                return default
+            raise BenchbridgeError(f"{path}: {key}: environment variable ${{{var}}} is not set")
+
+        return _ENV_REF.sub(sub, value)
+    return value
+
+
+def _environment() -> dict[str, str]:
+    env = dict(os.environ)
+    if Path(".env").is_file():
+        from dotenv import dotenv_values
+
+        env = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **env}
+    return env
+
+
+def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> LoadedConfig:
+    path = Path(path).resolve()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchbridgeError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise BenchbridgeError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise BenchbridgeError(f"{path}: expected a mapping at the top level")
+    raw = _interpolate(raw, path, "", _environment())
+    for k, v in (overrides or {}).items():
+        raw[k] = v
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise BenchbridgeError(f"{path}: {loc}: {err['msg']}") from None
+    return LoadedConfig(path, raw, cfg)

@@ -1,0 +1,70 @@
+"""Name -> implementation registries with lazy imports.
+
+Framework bridges, model kinds and dataset importers are registry entries. Built-in entries are
+declared as ``"module:attr"`` strings so that `benchbridge --help` imports no framework; third-party
+code registers with the decorator.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from bridges._errors import BenchbridgeError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self._lazy: dict[str, str] = {}
+        self._loaded: dict[str, T] = {}
+
+    def add_lazy(self, name: str, target: str) -> None:
+        """Registers `name` as `module:attr`, imported on first `get`."""
+        self._lazy[name] = target
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: ``@registry.register("name")``."""
+
+        def deco(obj: T) -> T:
+            self._loaded[name] = obj
+            return obj
+
+        return deco
+
+    def names(self) -> list[str]:
+        return sorted(set(self._lazy) | set(self._loaded))
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._lazy or name in self._loaded
+
+    def get(self, name: str, *, key: str | None = None) -> T:
+        if name not in self._loaded:
+            target = self._lazy.get(name)
+            if target is None:
+                at = f"{key}: " if key else ""
+                raise BenchbridgeError(
+                    f"{at}unknown {self.what} {name!r}; known: {', '.join(self.names()) or '(none)'}"
+                )
+            self._loaded[name] = import_target(target)
+        return self._loaded[name]
+
+
+def import_target(target: str) -> object:
+    """Imports ``package.module:attr`` (attr may be dotted)."""
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise BenchbridgeError(f"{target!r} is not of the form 'package.module:attr'")
+    try:
+        obj: object = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise BenchbridgeError(f"cannot import {module_name!r} for {target!r}: {exc}") from exc
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise BenchbridgeError(f"{module_name!r} has no attribute {attr!r} (from {target!r})") from exc
+    return obj

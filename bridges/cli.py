@@ -1,0 +1,136 @@
+"""The `benchbridge` command. Imports no framework until a command needs one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bridges._errors import BenchbridgeError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def cmd_datasets_import(args: argparse.Namespace) -> int:
+    from bridges.datasets import import_dataset
+
+    options = {k: v for k, v in vars(args).items() if k in ("language", "license", "description", "split") and v}
+    ds = import_dataset(args.fmt, args.source, args.name, **options)
+    out = Path(args.out) if args.out else Path("custom_datasets") / args.name
+    ds.save(out)
+    print(f"imported {len(ds.samples)} {ds.kind} samples into {out}")
+    return 0
+
+
+def cmd_datasets_validate(args: argparse.Namespace) -> int:
+    from bridges.datasets import load_dataset
+
+    for path in args.paths:
+        ds = load_dataset(path)
+        subjects = ds.subjects()
+        extra = f", {len(subjects)} subjects" if subjects else ""
+        print(f"{path}: ok ({ds.name}: {len(ds.samples)} {ds.kind} samples{extra}, sha256 {ds.content_hash[:12]})")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from bridges._config import load_config
+    from bridges._runner import prepare
+
+    config = load_config(args.config)
+    written = prepare(config, Path(args.out), _split(args.only))
+    for framework, paths in written.items():
+        for p in paths:
+            print(f"{framework}: {p}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from bridges._config import load_config
+    from bridges._runner import run
+
+    console = Console(stderr=True)
+    config = load_config(args.config)
+    outcome = run(config, _split(args.only), force=args.force, progress=lambda m: console.log(m))
+    table = Table(title=f"benchbridge run {outcome.run_id}")
+    for col in ("framework", "model", "benchmark", "metric", "value", "status"):
+        table.add_column(col)
+    for fw in outcome.frameworks:
+        for r in fw.records:
+            if not r.primary:
+                continue
+            value = "-" if r.value is None else f"{r.value:.4g}"
+            table.add_row(
+                r.framework,
+                r.model,
+                r.benchmark + (f"/{r.subset}" if r.subset else ""),
+                r.metric,
+                value,
+                r.status if r.status == "ok" else f"failed: {(r.error or '')[:80]}",
+            )
+    Console().print(table)
+    console.print(f"run dir: {outcome.run_dir}\nresults: {outcome.db}")
+    return 0 if outcome.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="benchbridge",
+        description="Run one dataset and one model definition through OpenCompass, OpenAI evals, "
+        "AlpacaEval and lm-evaluation-harness, and merge the reports into one leaderboard.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    ds = sub.add_parser("datasets", help="import and validate canonical datasets")
+    ds_sub = ds.add_subparsers(dest="datasets_command", required=True)
+    imp = ds_sub.add_parser("import", help="convert another format into a canonical dataset folder")
+    imp.add_argument("source", help="file or folder to import")
+    imp.add_argument("--from", dest="fmt", required=True, help="ceval, openai-evals, alpaca-eval, text, csv")
+    imp.add_argument("--name", required=True, help="dataset name (letters, digits, _ . -)")
+    imp.add_argument("--out", help="output folder (default custom_datasets/NAME)")
+    imp.add_argument("--language")
+    imp.add_argument("--license")
+    imp.add_argument("--description")
+    imp.add_argument("--split", help="C-Eval split to import (default val; dev rows become few-shot examples)")
+    imp.set_defaults(handler=cmd_datasets_import)
+    val = ds_sub.add_parser("validate", help="check dataset folders; errors name file, line and key")
+    val.add_argument("paths", nargs="+")
+    val.set_defaults(handler=cmd_datasets_validate)
+
+    prep = sub.add_parser("prepare", help="write each framework's native config and data, runnable by hand")
+    prep.add_argument("config")
+    prep.add_argument("--out", required=True, help="folder for the native artifacts")
+    prep.add_argument("--only", help="comma-separated frameworks (default: all in the config)")
+    prep.set_defaults(handler=cmd_prepare)
+
+    run = sub.add_parser("run", help="run the frameworks and store normalized results")
+    run.add_argument("config")
+    run.add_argument("--only", help="comma-separated frameworks (default: all in the config)")
+    run.add_argument("--force", action="store_true", help="rerun work a framework would skip as done")
+    run.set_defaults(handler=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except BenchbridgeError as exc:
+        print(
+            f"benchbridge: error: {exc}".splitlines()[0] if exc.exit_code == 2 else f"benchbridge: error: {exc}",
+            file=sys.stderr,
+        )
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

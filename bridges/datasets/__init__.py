@@ -1,0 +1,29 @@
+"""Canonical datasets and the importers that make them."""
+
+from bridges.datasets._format import (
+    Dataset,
+    DatasetCard,
+    McqSample,
+    Message,
+    OpenSample,
+    QaSample,
+    Sample,
+    load_dataset,
+    read_samples,
+)
+from bridges.datasets._importers import IMPORTERS, import_dataset, importer
+
+__all__ = [
+    "IMPORTERS",
+    "Dataset",
+    "DatasetCard",
+    "McqSample",
+    "Message",
+    "OpenSample",
+    "QaSample",
+    "Sample",
+    "import_dataset",
+    "importer",
+    "load_dataset",
+    "read_samples",
+]

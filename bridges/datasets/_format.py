@@ -1,0 +1,236 @@
+"""The canonical dataset format: a folder with `card.yaml` and `samples.jsonl`.
+
+Three kinds, one JSON object per line:
+
+- ``mcq``:  ``{"id", "question", "choices": [..], "answer": "B", "subject"?, "explanation"?}``
+- ``qa``:   ``{"id", "messages": [{"role", "content"}, ..], "answers": ["..", ..]}``
+- ``open``: ``{"id", "instruction", "input"?}`` (judged pairwise, e.g. by AlpacaEval)
+
+The card (name, kind, language, description, license, source, tags) travels with the results to
+the published board.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import string
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from bridges._errors import BenchbridgeError, where
+
+Kind = Literal["mcq", "qa", "open"]
+LETTERS = string.ascii_uppercase
+SAMPLES_FILE = "samples.jsonl"
+CARD_FILE = "card.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class Message(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class McqSample(_Strict):
+    id: str
+    question: Annotated[str, Field(min_length=1)]
+    choices: Annotated[list[str], Field(min_length=2, max_length=26)]
+    answer: str
+    subject: str | None = None
+    explanation: str | None = None
+
+    @model_validator(mode="after")
+    def _answer_is_a_choice(self) -> McqSample:
+        allowed = LETTERS[: len(self.choices)]
+        if len(self.answer) != 1 or self.answer not in allowed:
+            raise ValueError(f"answer {self.answer!r} must be one of {', '.join(allowed)}")
+        return self
+
+    @property
+    def letters(self) -> str:
+        return LETTERS[: len(self.choices)]
+
+
+class QaSample(_Strict):
+    id: str
+    messages: Annotated[list[Message], Field(min_length=1)]
+    answers: Annotated[list[str], Field(min_length=1)]
+
+    @field_validator("messages")
+    @classmethod
+    def _ends_with_user(cls, messages: list[Message]) -> list[Message]:
+        if messages[-1].role != "user":
+            raise ValueError("the last message must have role 'user'")
+        return messages
+
+    @property
+    def question(self) -> str:
+        """The last user turn: what a framework without chat input shows as the question."""
+        return self.messages[-1].content
+
+    @property
+    def system(self) -> str | None:
+        return next((m.content for m in self.messages if m.role == "system"), None)
+
+    def prompt_text(self) -> str:
+        """All non-system turns as one text, for frameworks whose datasets have one question column."""
+        turns = [m for m in self.messages if m.role != "system"]
+        if len(turns) == 1:
+            return turns[0].content
+        return "\n\n".join(f"{m.role.capitalize()}: {m.content}" for m in turns)
+
+
+class OpenSample(_Strict):
+    id: str
+    instruction: Annotated[str, Field(min_length=1)]
+    input: str = ""
+
+
+Sample = McqSample | QaSample | OpenSample
+SAMPLE_TYPES: dict[str, type[BaseModel]] = {"mcq": McqSample, "qa": QaSample, "open": OpenSample}
+
+
+class DatasetCard(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    kind: Kind
+    language: str = "en"
+    description: str = ""
+    license: str = "unknown"
+    source: str = ""
+    tags: list[str] = Field(default_factory=list)
+
+
+@dataclass
+class Dataset:
+    card: DatasetCard
+    samples: list[Sample]
+    path: Path | None = None
+    content_hash: str = ""
+    fewshot: list[Sample] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def kind(self) -> Kind:
+        return self.card.kind
+
+    def subjects(self) -> list[str]:
+        return sorted({s.subject for s in self.samples if isinstance(s, McqSample) and s.subject})
+
+    def save(self, folder: Path) -> Path:
+        """Writes card + samples atomically: into a temp dir, then renamed into place."""
+        folder = Path(folder)
+        if folder.exists():
+            raise BenchbridgeError(f"{folder}: already exists; choose another --out or remove it")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            (tmp / CARD_FILE).write_text(
+                yaml.safe_dump(self.card.model_dump(), allow_unicode=True, sort_keys=False), "utf-8"
+            )
+            _write_jsonl(tmp / SAMPLES_FILE, self.samples)
+            if self.fewshot:
+                _write_jsonl(tmp / "fewshot.jsonl", self.fewshot)
+            os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return folder
+
+
+def _write_jsonl(path: Path, samples: Iterable[BaseModel]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for s in samples:
+            fh.write(json.dumps(s.model_dump(exclude_none=True), ensure_ascii=False) + "\n")
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "(sample)"
+    return f"{loc}: {err['msg']}"
+
+
+def read_samples(path: Path, kind: Kind) -> list[Sample]:
+    """Reads and validates a samples JSONL; any bad line raises naming `file:line: key`."""
+    model = SAMPLE_TYPES[kind]
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise BenchbridgeError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise BenchbridgeError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BenchbridgeError(f"{where(path, lineno)}: invalid JSON: {exc.msg}") from None
+        if not isinstance(raw, dict):
+            raise BenchbridgeError(f"{where(path, lineno)}: expected a JSON object")
+        try:
+            sample = model.model_validate(raw)
+        except ValidationError as exc:
+            raise BenchbridgeError(f"{where(path, lineno)}: {_first_error(exc)}") from None
+        if sample.id in seen:
+            raise BenchbridgeError(
+                f"{where(path, lineno)}: id: duplicate id {sample.id!r} (first on line {seen[sample.id]})"
+            )
+        seen[sample.id] = lineno
+        samples.append(sample)  # type: ignore[arg-type]
+    if not samples:
+        raise BenchbridgeError(f"{path}: no samples")
+    return samples
+
+
+def read_card(path: Path) -> DatasetCard:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchbridgeError(
+            f"{path}: dataset card not found (a dataset folder holds {CARD_FILE} and {SAMPLES_FILE})"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise BenchbridgeError(f"{path}: invalid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise BenchbridgeError(f"{path}: expected a mapping")
+    try:
+        return DatasetCard.model_validate(raw)
+    except ValidationError as exc:
+        raise BenchbridgeError(f"{path}: {_first_error(exc)}") from None
+
+
+def load_dataset(folder: str | os.PathLike[str]) -> Dataset:
+    """Loads and validates a canonical dataset folder."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BenchbridgeError(
+            f"{folder}: dataset folder not found (expected {CARD_FILE} and {SAMPLES_FILE} in it; "
+            "`benchbridge datasets import` makes one)"
+        )
+    card = read_card(folder / CARD_FILE)
+    samples_path = folder / SAMPLES_FILE
+    samples = read_samples(samples_path, card.kind)
+    fewshot_path = folder / "fewshot.jsonl"
+    fewshot = read_samples(fewshot_path, card.kind) if fewshot_path.exists() else []
+    digest = hashlib.sha256()
+    for p in (folder / CARD_FILE, samples_path, fewshot_path):
+        if p.exists():
+            digest.update(p.read_bytes())
+    return Dataset(card, samples, folder.resolve(), digest.hexdigest(), fewshot)

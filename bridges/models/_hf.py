@@ -1,0 +1,119 @@
+"""`hf` models: a local Hugging Face folder (or a hub id that is already cached), on CPU or GPU."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from bridges._errors import BenchbridgeError
+from bridges.models._layer import ChatRequest, ChatResponse, TokenLogprob
+from bridges.models._spec import HFSpec
+
+
+def check_local_path(path: str, what: str) -> None:
+    """A path-looking model reference that does not exist fails now, not after a hub timeout."""
+    looks_local = path.startswith((".", "/", "~")) or os.sep in path.strip("/").split("/", 1)[-1]
+    if looks_local and not Path(path).expanduser().exists():
+        raise BenchbridgeError(
+            f"{what}: {path}: model folder not found (point it at local weights; no hub downloads here)"
+        )
+
+
+class HFBackend:
+    batched = True
+
+    def __init__(self, spec: HFSpec) -> None:
+        os.environ.setdefault("USE_TF", "0")  # evals installs tensorflow; importing it costs ~8 s
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        check_local_path(spec.path, f"model {spec.name}: path")
+        self.spec = spec
+        self.torch = torch
+        tok_kwargs = {"padding_side": "left", **spec.tokenizer_kwargs}
+        self.tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_path or spec.path, **tok_kwargs)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        model_kwargs: dict[str, Any] = {"dtype": torch.float32, **spec.model_kwargs}
+        model = AutoModelForCausalLM.from_pretrained(spec.path, **model_kwargs)
+        if spec.peft_path:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, spec.peft_path)
+        self.model = model.eval()
+
+    def render(self, req: ChatRequest) -> str:
+        messages = req.message_dicts()
+        if self.spec.chat and getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(m["content"] for m in messages)
+
+    def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        torch = self.torch
+        prompts = [self.render(r) for r in requests]
+        enc = self.tokenizer(
+            prompts,
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=self.spec.max_seq_len,
+            add_special_tokens=not self.spec.chat,
+        )
+        first = requests[0]
+        want_logprobs = any(r.logprobs for r in requests)
+        top_k = max((r.top_logprobs for r in requests), default=0)
+        sample = bool(first.temperature and first.temperature > 0)
+        if first.seed is not None:
+            torch.manual_seed(first.seed)
+        with torch.no_grad():
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max(r.max_new_tokens or 1 for r in requests),
+                do_sample=sample,
+                temperature=first.temperature if sample else None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id,
+                output_scores=want_logprobs,
+                return_dict_in_generate=True,
+            )
+        prompt_len = enc["input_ids"].shape[1]
+        responses = []
+        for i, req in enumerate(requests):
+            ids = out.sequences[i, prompt_len:]
+            ids = ids[: req.max_new_tokens]
+            ids_list = [int(t) for t in ids if int(t) != self.tokenizer.pad_token_id]
+            if self.tokenizer.eos_token_id in ids_list:
+                ids_list = ids_list[: ids_list.index(self.tokenizer.eos_token_id)]
+            text = self.tokenizer.decode(ids_list, skip_special_tokens=True)
+            for s in req.stop or ():
+                if s and s in text:
+                    text = text[: text.index(s)]
+            logprobs = None
+            if req.logprobs:
+                logprobs = []
+                for step, token_id in enumerate(ids_list):
+                    lp = torch.log_softmax(out.scores[step][i].float(), dim=-1)
+                    top = torch.topk(lp, max(req.top_logprobs, 1)) if top_k else None
+                    logprobs.append(
+                        TokenLogprob(
+                            token=self.tokenizer.decode([token_id]),
+                            logprob=float(lp[token_id]),
+                            top=[
+                                (self.tokenizer.decode([int(t)]), float(v))
+                                for v, t in zip(top.values, top.indices, strict=True)
+                            ]
+                            if top is not None
+                            else [],
+                        )
+                    )
+            responses.append(
+                ChatResponse(
+                    text=text,
+                    logprobs=logprobs,
+                    prompt_tokens=int(enc["attention_mask"][i].sum()),
+                    completion_tokens=len(ids_list),
+                )
+            )
+        return responses

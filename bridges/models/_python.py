@@ -1,0 +1,59 @@
+"""`python` models: an in-house callable or class given as `module:attr` or registered by name."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from bridges._errors import BenchbridgeError
+from bridges._registry import Registry, import_target
+from bridges.models._layer import ChatRequest, ChatResponse
+from bridges.models._spec import PythonSpec
+
+PYTHON_MODELS: Registry[Any] = Registry("python model")
+
+
+def python_model(name: str) -> Callable[[Any], Any]:
+    """Registers a callable or class as a `python` model: ``@python_model("my-model")``.
+
+    It is called with a batch: a list of conversations (lists of ``{"role", "content"}``), or of
+    prompt strings when the spec says ``input: prompt``, and returns one string per item.
+    """
+    return PYTHON_MODELS.register(name)
+
+
+def render_prompt(messages: list[dict[str, str]]) -> str:
+    """Plain-text rendering for callables that take prompts, not chat."""
+    if len(messages) == 1:
+        return messages[0]["content"]
+    return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+class PythonBackend:
+    batched = True
+
+    def __init__(self, spec: PythonSpec) -> None:
+        self.spec = spec
+        for module in spec.imports:
+            importlib.import_module(module)
+        if ":" in spec.target:
+            obj = import_target(spec.target)
+        else:
+            obj = PYTHON_MODELS.get(spec.target, key=f"model {spec.name}: target")
+        if inspect.isclass(obj):
+            obj = obj(**spec.args)
+        elif spec.args:
+            raise BenchbridgeError(f"model {spec.name}: args given but {spec.target!r} is a function, not a class")
+        if not callable(obj):
+            raise BenchbridgeError(f"model {spec.name}: {spec.target!r} is not callable")
+        self.fn: Callable[[list[Any]], list[str]] = obj
+
+    def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        convs = [r.message_dicts() for r in requests]
+        batch: list[Any] = [render_prompt(c) for c in convs] if self.spec.input == "prompt" else convs
+        answers = self.fn(batch)
+        if not isinstance(answers, list | tuple) or not all(isinstance(a, str) for a in answers):
+            raise BenchbridgeError(f"model {self.spec.name}: {self.spec.target} must return a list of strings")
+        return [ChatResponse(text=a) for a in answers]

@@ -1,0 +1,112 @@
+"""Model specs: one YAML mapping per model, its `kind` choosing a registry entry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bridges._errors import BenchbridgeError
+from bridges._registry import Registry
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Generation(_Strict):
+    """Generation settings; frameworks that generate for us are given these too."""
+
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float | None = None
+    stop: list[str] = Field(default_factory=list)
+    seed: int | None = None
+
+
+class Limits(_Strict):
+    """How hard the model layer may push this model (issue: model layer at speed)."""
+
+    max_concurrency: int = Field(4, ge=1)
+    requests_per_minute: float | None = Field(None, gt=0)
+    tokens_per_minute: float | None = Field(None, gt=0)
+    max_retries: int = Field(6, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
+
+
+class ModelSpec(_Strict):
+    """Fields every model kind has."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@+-]*$")
+    kind: str
+    system_prompt: str | None = None
+    generation: Generation = Field(default_factory=Generation)
+    limits: Limits = Field(default_factory=Limits)
+    batch_size: int = Field(8, ge=1)
+
+    def identity(self) -> str:
+        """Stable hash of everything that changes answers (not the display name)."""
+        payload = self.model_dump(mode="json", exclude={"name", "limits", "batch_size"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def public_dict(self) -> dict[str, Any]:
+        """The spec as written to manifests: holds env-var names, never secret values."""
+        return self.model_dump(mode="json")
+
+
+class HFSpec(ModelSpec):
+    kind: Literal["hf"] = "hf"
+    path: str
+    chat: bool = True
+    tokenizer_path: str | None = None
+    tokenizer_kwargs: dict[str, Any] = Field(default_factory=dict)
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    peft_path: str | None = None
+    max_seq_len: int = Field(2048, ge=16)
+
+
+class OpenAISpec(ModelSpec):
+    kind: Literal["openai"] = "openai"
+    model: str
+    base_url: str = "https://api.openai.com/v1"
+    api_key_env: str = "OPENAI_API_KEY"
+    # OpenCompass's OpenAISDK downloads a tiktoken file unless given a local HF tokenizer.
+    tokenizer_path: str | None = None
+
+
+class PythonSpec(ModelSpec):
+    kind: Literal["python"] = "python"
+    target: str = Field(description="'package.module:attr', or a name registered with @python_model")
+    args: dict[str, Any] = Field(default_factory=dict)
+    input: Literal["messages", "prompt"] = "messages"
+    imports: list[str] = Field(default_factory=list, description="modules to import so decorators run")
+
+
+class ModelKind(BaseModel):
+    """A registry entry: the spec type and where its backend lives (imported lazily)."""
+
+    spec: type[ModelSpec]
+    backend: str
+
+
+MODEL_KINDS: Registry[ModelKind] = Registry("model kind")
+MODEL_KINDS.register("hf")(ModelKind(spec=HFSpec, backend="bridges.models._hf:HFBackend"))
+MODEL_KINDS.register("openai")(ModelKind(spec=OpenAISpec, backend="bridges.models._openai:OpenAIBackend"))
+MODEL_KINDS.register("python")(ModelKind(spec=PythonSpec, backend="bridges.models._python:PythonBackend"))
+
+
+def parse_model_spec(raw: Any, where: str = "model") -> ModelSpec:
+    """Validates one model mapping; errors name `where.key`."""
+    if not isinstance(raw, dict):
+        raise BenchbridgeError(f"{where}: expected a mapping with name and kind")
+    if "kind" not in raw:
+        raise BenchbridgeError(f"{where}.kind: missing (one of {', '.join(MODEL_KINDS.names())})")
+    kind = MODEL_KINDS.get(str(raw["kind"]), key=f"{where}.kind")
+    try:
+        return kind.spec.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise BenchbridgeError(f"{where}.{loc}: {err['msg']}") from None

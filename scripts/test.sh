@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command: builds .venv (scripts/setup.sh) and runs the whole suite, frameworks included.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export USE_TF=0 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+.venv/bin/ruff check .
+# pytest exits 5 when it collected no test: that is a failure here too, as is any other non-zero.
+.venv/bin/python -m pytest -ra "$@"
