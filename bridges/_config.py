@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, load_dataset
 from bridges.models import ModelSpec, parse_model_spec
+from bridges.models._builtin import materialize
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -60,7 +61,7 @@ class LoadedConfig:
         self.cfg = cfg
         self.base = path.parent
         self.models: list[ModelSpec] = [
-            parse_model_spec(m, where=f"{path}: models[{i}]") for i, m in enumerate(cfg.models)
+            materialize(parse_model_spec(m, where=f"{path}: models[{i}]")) for i, m in enumerate(cfg.models)
         ]
         names = [m.name for m in self.models]
         dupes = {n for n in names if names.count(n) > 1}

@@ -1,0 +1,100 @@
+"""Run configs and model specs: interpolation, validation errors naming file and key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bridges import BenchbridgeError, load_config
+from bridges.models import HFSpec, PythonSpec, get_model
+from tests.conftest import DATASETS, ROOT
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+BASE = f"""
+name: t
+work_dir: runs
+models:
+  - name: keyed
+    kind: python
+    target: bridges.testing:AnswerKeyModel
+    args: {{datasets: ["{DATASETS / "qa_capitals"}"], wrong_ids: [cap-2]}}
+datasets:
+  - path: {DATASETS / "qa_capitals"}
+"""
+
+
+def test_config_loads_models_datasets_and_resolves_paths(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, BASE + "  - path: ${DATA_ROOT:-" + str(DATASETS) + "}/mcq_science_en\n"))
+    assert [d.name for d in cfg.datasets] == ["qa_capitals", "mcq_science_en"]
+    assert isinstance(cfg.models[0], PythonSpec)
+    assert cfg.work_dir == tmp_path / "runs"
+    assert cfg.results_db == tmp_path / "runs" / "results.sqlite"
+    assert len(cfg.config_hash()) == 16
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("  - name: m2\n    kind: ggml\n", "models[1].kind: unknown model kind 'ggml'; known: hf, openai, python"),
+        ("  - name: m2\n    kind: hf\n", "models[1].path: Field required"),
+        (
+            "  - name: m2\n    kind: hf\n    path: /x\n    temprature: 1\n",
+            "models[1].temprature: Extra inputs are not permitted",
+        ),
+        (
+            "  - name: m2\n    kind: openai\n    model: ${NOT_SET_ANYWHERE}\n",
+            "models[1].model: environment variable ${NOT_SET_ANYWHERE} is not set",
+        ),
+    ],
+)
+def test_bad_models_name_file_and_key(tmp_path: Path, extra: str, expected: str) -> None:
+    text = BASE.replace("\ndatasets:", "\n" + extra + "datasets:")
+    with pytest.raises(BenchbridgeError) as err:
+        load_config(write(tmp_path, text))
+    assert str(err.value).startswith(str(tmp_path / "run.yaml"))
+    assert expected in str(err.value)
+
+
+def test_unknown_framework_and_missing_dataset(tmp_path: Path) -> None:
+    with pytest.raises(BenchbridgeError, match=r"frameworks.helm: unknown framework 'helm'"):
+        load_config(write(tmp_path, BASE + "frameworks:\n  helm: {}\n"))
+    with pytest.raises(BenchbridgeError, match=r"datasets\[1\].path: .*nowhere: dataset folder not found"):
+        load_config(write(tmp_path, BASE + "  - path: nowhere\n"))
+
+
+def test_answer_key_model_through_the_layer() -> None:
+    spec = PythonSpec(
+        name="k",
+        target="bridges.testing:AnswerKeyModel",
+        args={"datasets": [str(DATASETS / "qa_capitals")], "wrong_ids": ["cap-2"]},
+        system_prompt="You are terse.",
+    )
+    model = get_model(spec)
+    answers = model.chat(["What is the capital of France?", "Q: What is the capital of Japan?", "unrelated"])
+    assert answers == ["Paris", "I don't know", ""]
+    assert get_model(spec) is model
+
+
+def test_spec_identity_ignores_display_name_but_not_prompt() -> None:
+    a = HFSpec(name="a", path="/m")
+    assert a.identity() == HFSpec(name="b", path="/m").identity()
+    assert a.identity() != HFSpec(name="a", path="/m", system_prompt="Be brief.").identity()
+
+
+def test_help_imports_no_framework() -> None:
+    code = (
+        "import sys; from bridges.cli import build_parser; build_parser().format_help(); "
+        "bad = [m for m in ('opencompass', 'evals', 'alpaca_eval', 'lm_eval', 'torch', 'transformers') if m in sys.modules]; "
+        "print(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
