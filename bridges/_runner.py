@@ -45,6 +45,20 @@ def make_bridges(config: LoadedConfig, only: list[str] | None, ctx_kw: dict[str,
     return [FRAMEWORKS.get(name)(ctx) for name in selected_frameworks(config, only)]
 
 
+def relocate(paths: list[Path], tmp: Path, out: Path) -> None:
+    """Native artifacts name files by absolute path (lm-eval data_files, OpenCompass paths): written
+    under the temp dir, they must name their final place once the temp dir is renamed to `out`."""
+    for path in paths:
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue  # binary artifact: holds no paths we wrote
+        if str(tmp) in text:
+            path.write_text(text.replace(str(tmp), str(out)), encoding="utf-8")
+
+
 def prepare(config: LoadedConfig, out: Path, only: list[str] | None = None) -> dict[str, list[Path]]:
     """Writes each framework's native artifacts under `out/<framework>/`, all or nothing."""
     bridges = make_bridges(config, only, {"run_id": "prepared", "config_hash": config.config_hash()})
@@ -55,6 +69,7 @@ def prepare(config: LoadedConfig, out: Path, only: list[str] | None = None) -> d
     try:
         for bridge in bridges:
             paths = bridge.prepare(tmp / bridge.name)
+            relocate(paths, tmp, out)
             written[bridge.name] = [out / p.relative_to(tmp) for p in paths]
         if out.exists():
             for child in tmp.iterdir():
