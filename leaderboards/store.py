@@ -1,20 +1,47 @@
 """The results store: every record and run manifest, appended to an embedded SQLite database.
 
-Writes are one transaction per framework run (WAL mode, busy timeout), so two runs at once do not
-corrupt it and a run killed half way leaves every earlier transaction intact. Nothing is updated
-or deleted: reruns add rows and readers pick the latest successful run per cell.
+Writes are one transaction per framework run (WAL mode, `BEGIN IMMEDIATE`, busy timeout), so two
+runs at once do not corrupt it and a run killed half way leaves every earlier transaction intact.
+Nothing is updated or deleted: reruns add rows, readers pick the latest successful record per
+cell (`latest_per_cell`) and the history stays queryable (`history`, `runs`).
+
+The path is a setting: `results_db` in a run config (default `<work_dir>/results.sqlite`), or
+`--db` on the command line.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bridges._errors import BenchbridgeError
 from bridges._records import Record
+from leaderboards._secrets import key_env_names, redact, secret_values
+
+SCHEMA_VERSION = 1
+# What `bridges._runner.manifest` writes for every framework run; a manifest without one of these
+# is a programming error, refused before anything is written.
+MANIFEST_KEYS = (
+    "run_id",
+    "framework",
+    "framework_version",
+    "config_hash",
+    "datasets",
+    "models",
+    "packages",
+    "seed",
+    "git_commit",
+    "started",
+    "finished",
+    "status",
+    "error",
+)
+ERROR_EXCERPT_CHARS = 4000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -27,6 +54,7 @@ CREATE TABLE IF NOT EXISTS runs (
     started TEXT,
     finished TEXT,
     error TEXT,
+    n_records INTEGER NOT NULL,
     manifest TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS records (
@@ -44,10 +72,43 @@ CREATE TABLE IF NOT EXISTS records (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_cell ON records(model, framework, benchmark, metric);
+CREATE INDEX IF NOT EXISTS records_run ON records(run_row);
+CREATE INDEX IF NOT EXISTS runs_run_id ON runs(run_id);
 """
+
+CellKey = tuple[str, str, str, str, str, str | None]  # model, framework, benchmark, subset, metric, judge
+
+
+def cell_key(record: Record) -> CellKey:
+    """What makes two records compete for the same board cell: later runs replace earlier ones."""
+    return (record.model, record.framework, record.benchmark, record.subset, record.metric, record.judge)
+
+
+def _instant(record: Record) -> datetime | str:
+    try:
+        return datetime.fromisoformat(record.time)
+    except ValueError:
+        return record.time
+
+
+def latest_per_cell(records: Iterable[Record]) -> dict[CellKey, Record]:
+    """For every cell, its latest successful record, else its latest failed one.
+
+    Latest means the newest `time`; on a tie the record later in `records` (i.e. stored later) wins.
+    """
+    ordered = sorted(enumerate(records), key=lambda pair: (_instant(pair[1]), pair[0]))
+    best: dict[CellKey, Record] = {}
+    for _, record in ordered:
+        key = cell_key(record)
+        held = best.get(key)
+        if held is None or record.status == "ok" or held.status == "failed":
+            best[key] = record
+    return best
 
 
 class ResultsStore:
+    """One SQLite file; safe for several processes writing at once (each write is one transaction)."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
@@ -56,31 +117,62 @@ class ResultsStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA busy_timeout=60000")
-            conn.executescript(SCHEMA)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable at every WAL checkpoint and never corrupts; a crash may lose only the
+            # last commit, which the run that crashed would not have finished anyway.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
             yield conn
         finally:
             conn.close()
 
     def add_run(self, manifest: dict[str, Any], records: list[Record]) -> int:
-        """Stores one framework run and its records in one transaction; returns the run row id."""
+        """Stores one framework run and its records in one transaction; returns the run's row id.
+
+        Secret values (see `leaderboards._secrets`) are masked in the manifest and every record, and
+        the manifest's error is cut to its last `ERROR_EXCERPT_CHARS` characters.
+        """
+        missing = [k for k in MANIFEST_KEYS if k not in manifest]
+        if missing:
+            raise ValueError(f"run manifest lacks {', '.join(missing)}")
+        strangers = sorted({(r.run_id, r.framework) for r in records} - {(manifest["run_id"], manifest["framework"])})
+        if strangers:
+            raise ValueError(f"records of {strangers} stored under run {manifest['run_id']}/{manifest['framework']}")
+        secrets = secret_values(key_env_names(manifest.get("models") or []))
+        manifest = {**manifest, "n_records": len(records)}
+        if manifest["error"]:
+            manifest["error"] = manifest["error"][-ERROR_EXCERPT_CHARS:]
+        manifest_json = redact(json.dumps(manifest, ensure_ascii=False, sort_keys=True, default=str), secrets)
+        clean = [Record.model_validate_json(redact(r.model_dump_json(), secrets)) for r in records]
+        clean_manifest = json.loads(manifest_json)
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 cur = conn.execute(
                     "INSERT INTO runs(run_id, framework, config_name, config_hash, status, started, finished,"
-                    " error, manifest) VALUES (?,?,?,?,?,?,?,?,?)",
+                    " error, n_records, manifest) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (
-                        manifest["run_id"],
-                        manifest["framework"],
-                        manifest.get("config_name"),
-                        manifest.get("config_hash"),
-                        manifest["status"],
-                        manifest.get("started"),
-                        manifest.get("finished"),
-                        manifest.get("error"),
-                        json.dumps(manifest, ensure_ascii=False, sort_keys=True),
+                        clean_manifest["run_id"],
+                        clean_manifest["framework"],
+                        clean_manifest.get("config_name"),
+                        clean_manifest["config_hash"],
+                        clean_manifest["status"],
+                        clean_manifest["started"],
+                        clean_manifest["finished"],
+                        clean_manifest["error"],
+                        len(clean),
+                        manifest_json,
                     ),
                 )
                 row = int(cur.lastrowid or 0)
@@ -101,7 +193,7 @@ class ResultsStore:
                             r.time,
                             r.model_dump_json(),
                         )
-                        for r in records
+                        for r in clean
                     ],
                 )
                 conn.execute("COMMIT")
@@ -110,17 +202,79 @@ class ResultsStore:
                 raise
         return row
 
-    def records(self) -> list[Record]:
-        """Every record ever stored, oldest first."""
-        if not self.path.exists():
-            return []
-        with self._connect() as conn:
-            rows = conn.execute("SELECT record FROM records ORDER BY id").fetchall()
-        return [Record.model_validate_json(r[0]) for r in rows]
+    def history(
+        self,
+        *,
+        model: str | None = None,
+        framework: str | None = None,
+        benchmark: str | None = None,
+        subset: str | None = None,
+        metric: str | None = None,
+        status: str | None = None,
+        run_id: str | None = None,
+        config_name: str | None = None,
+    ) -> list[Record]:
+        """Stored records matching every given filter, oldest first (all of them with no filter)."""
+        filters = {
+            "records.model": model,
+            "records.framework": framework,
+            "records.benchmark": benchmark,
+            "records.subset": subset,
+            "records.metric": metric,
+            "records.status": status,
+            "records.run_id": run_id,
+            "runs.config_name": config_name,
+        }
+        base = "SELECT records.record FROM records JOIN runs ON runs.id = records.run_row"
+        return [Record.model_validate_json(text) for text in self._select(base, filters, "records.id")]
 
-    def runs(self) -> list[dict[str, Any]]:
+    def records(self, config_name: str | None = None) -> list[Record]:
+        """Every record ever stored (of one config's runs if `config_name`), oldest first."""
+        return self.history(config_name=config_name)
+
+    def runs(
+        self,
+        *,
+        run_id: str | None = None,
+        framework: str | None = None,
+        status: str | None = None,
+        config_name: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Run manifests (one per framework run) matching every given filter, oldest first."""
+        filters = {"run_id": run_id, "framework": framework, "status": status, "config_name": config_name}
+        return [json.loads(text) for text in self._select("SELECT manifest FROM runs", filters, "id")]
+
+    def _select(self, base: str, filters: dict[str, str | None], order: str) -> list[str]:
+        """The one text column of `base`'s rows matching every non-None filter (column = value)."""
         if not self.path.exists():
             return []
+        used = {k: v for k, v in filters.items() if v is not None}
+        where = " AND ".join(f"{k} = ?" for k in used) or "1"
         with self._connect() as conn:
-            rows = conn.execute("SELECT manifest FROM runs ORDER BY id").fetchall()
-        return [json.loads(r[0]) for r in rows]
+            return [row[0] for row in conn.execute(f"{base} WHERE {where} ORDER BY {order}", tuple(used.values()))]
+
+    def latest(self, config_name: str | None = None) -> list[Record]:
+        """The record each board cell shows: latest successful per cell, else latest failed."""
+        return list(latest_per_cell(self.records(config_name)).values())
+
+    def check(self) -> list[str]:
+        """Problems found: SQLite's integrity check, and runs whose stored records are not all there."""
+        self.require()
+        with self._connect() as conn:
+            problems = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall() if r[0] != "ok"]
+            short = conn.execute(
+                "SELECT runs.run_id, runs.framework, runs.n_records, COUNT(records.id) FROM runs"
+                " LEFT JOIN records ON records.run_row = runs.id GROUP BY runs.id"
+                " HAVING COUNT(records.id) != runs.n_records"
+            ).fetchall()
+        problems += [f"run {r[0]}/{r[1]}: {r[3]} of {r[2]} records" for r in short]
+        return problems
+
+    def require(self) -> ResultsStore:
+        """This store, or a one-line error naming the path when the database does not exist."""
+        if not self.path.is_file():
+            raise BenchbridgeError(
+                f"{self.path}: no results database here; `benchbridge run CONFIG` creates it "
+                "(or pass --db with the path of an existing one)"
+            )
+        return self

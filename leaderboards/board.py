@@ -1,0 +1,435 @@
+"""Merge: every framework's records into one board of models x columns.
+
+A column is framework / benchmark / metric, plus the judge for judged metrics, showing the
+benchmark's primary metric scaled to 0-100 (`Record.value_100`) with its direction. Subsets (e.g.
+C-Eval subjects) are folded into their benchmark's cell by default: the framework's own
+whole-benchmark record when it wrote one, else the sample-weighted mean of the subsets' latest
+records (`subsets=True` gives every subset its own column instead).
+
+Each cell shows the latest successful record; a cell whose every attempt failed shows `failed`
+with the reason, and one nobody ran shows `missing`. A failed record with benchmark `*` (a
+framework that failed as a whole) counts against every column of that framework. The average is
+over chosen columns (default: all), a lower-is-better column entering as 100 - value; only rows
+with a result in every chosen column get a rank, so a model cannot climb by failing its hard tasks.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from bridges._errors import BenchbridgeError
+from bridges._records import Record
+from leaderboards.store import ResultsStore, latest_per_cell
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.table import Table
+
+    from bridges._config import LoadedConfig
+
+ALL_BENCHMARKS = "*"  # benchmark of the failure record the runner writes when a framework fails as a whole
+CellStatus = Literal["ok", "failed", "missing"]
+NO_VALUE = "—"
+
+
+def fmt(value: float | None) -> str:
+    """The one way a 0-100 number is written on every output (terminal, CSV, Markdown, HTML, xlsx)."""
+    return NO_VALUE if value is None else f"{value:.2f}"
+
+
+def one_line(error: str | None, limit: int = 160) -> str:
+    """The first non-empty line of an error excerpt (the runner puts the framework's message first)."""
+    for line in (error or "").splitlines():
+        if line.strip():
+            text = line.strip()
+            return text if len(text) <= limit else text[: limit - 1] + "…"
+    return "failed without a message"
+
+
+@dataclass(frozen=True)
+class Column:
+    framework: str
+    benchmark: str
+    metric: str
+    judge: str | None = None
+    subset: str = ""
+    higher_is_better: bool = True
+
+    @property
+    def id(self) -> str:
+        bench = f"{self.benchmark}:{self.subset}" if self.subset else self.benchmark
+        return f"{self.framework}/{bench}/{self.metric}" + (f"@{self.judge}" if self.judge else "")
+
+    @property
+    def benchmark_label(self) -> str:
+        if self.benchmark == ALL_BENCHMARKS:
+            return "(all benchmarks)"
+        return f"{self.benchmark}:{self.subset}" if self.subset else self.benchmark
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"
+
+    @property
+    def metric_label(self) -> str:
+        judged = f" (judge {self.judge})" if self.judge else ""
+        return f"{self.metric}{judged} {self.arrow}"
+
+    def covers(self, failed: Record) -> bool:
+        """Whether a failed record stands for this column (same framework and benchmark, or all of them)."""
+        return (
+            failed.framework == self.framework
+            and failed.benchmark in (self.benchmark, ALL_BENCHMARKS)
+            and (not failed.subset or not self.subset or failed.subset == self.subset)
+        )
+
+
+@dataclass
+class Cell:
+    model: str
+    column: Column
+    status: CellStatus
+    value_100: float | None = None
+    record: Record | None = None  # the record shown; for folded subsets the latest of `parts`
+    parts: list[Record] = field(default_factory=list)  # subset records folded into this cell
+    reason: str | None = None  # one line: why failed or missing
+    error: str | None = None  # the stored error excerpt of a failed cell
+    attempts: int = 0  # records ever stored for this cell
+    newer_failure: Record | None = None  # an attempt that failed after the success shown
+
+    @property
+    def text(self) -> str:
+        return fmt(self.value_100) if self.status == "ok" else self.status
+
+    @property
+    def n_samples(self) -> int | None:
+        if self.parts:
+            return sum(p.n_samples or 0 for p in self.parts) or None
+        return self.record.n_samples if self.record else None
+
+    @property
+    def goodness(self) -> float | None:
+        """The value on a higher-is-better 0-100 scale, as it enters the average."""
+        if self.value_100 is None:
+            return None
+        return self.value_100 if self.column.higher_is_better else 100.0 - self.value_100
+
+
+@dataclass
+class Row:
+    model: str
+    cells: dict[str, Cell]  # by column id
+    average: float | None
+    covered: int  # averaged columns with a result
+    expected: int  # averaged columns
+    rank: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.covered == self.expected
+
+    @property
+    def coverage(self) -> str:
+        return f"{self.covered}/{self.expected}"
+
+    @property
+    def rank_text(self) -> str:
+        return NO_VALUE if self.rank is None else str(self.rank)
+
+
+@dataclass
+class Board:
+    title: str
+    columns: list[Column]
+    rows: list[Row]
+    average_over: list[str]  # column ids in the average
+    records: list[Record]  # every record the board was built from (the history)
+    runs: list[dict[str, Any]] = field(default_factory=list)  # run manifests, when read from a store
+
+    def column(self, column_id: str) -> Column:
+        for c in self.columns:
+            if c.id == column_id:
+                return c
+        raise KeyError(column_id)
+
+    def row(self, model: str) -> Row:
+        for r in self.rows:
+            if r.model == model:
+                return r
+        raise KeyError(model)
+
+    def cell(self, model: str, column_id: str) -> Cell:
+        return self.row(model).cells[column_id]
+
+    @property
+    def frameworks(self) -> list[str]:
+        return sorted({c.framework for c in self.columns})
+
+    @property
+    def benchmarks(self) -> list[str]:
+        return sorted({c.benchmark for c in self.columns})
+
+    def manifest(self, record: Record | None) -> dict[str, Any] | None:
+        """The run manifest a record was stored with (None for records given directly)."""
+        if record is None:
+            return None
+        for m in self.runs:
+            if m.get("run_id") == record.run_id and m.get("framework") == record.framework:
+                return m
+        return None
+
+    def cells(self) -> Iterable[Cell]:
+        for row in self.rows:
+            for column in self.columns:
+                yield row.cells[column.id]
+
+    def header(self) -> list[str]:
+        return ["rank", "model", "average", "coverage", *(c.id for c in self.columns)]
+
+    def table(self) -> list[list[str]]:
+        """The board as text rows under `header()`: exactly what every output shows."""
+        return [
+            [row.rank_text, row.model, fmt(row.average), row.coverage, *(row.cells[c.id].text for c in self.columns)]
+            for row in self.rows
+        ]
+
+    def to_frame(self, long: bool = False) -> pd.DataFrame:
+        """Wide: one row per model (rank, average, coverage, then one float column per board column,
+        NaN where failed or missing). Long: one row per cell with its status, reason and provenance."""
+        import pandas as pd
+
+        if long:
+            return pd.DataFrame([self.provenance(cell) for cell in self.cells()])
+        data = {
+            "rank": pd.array([r.rank for r in self.rows], dtype="Int64"),
+            "average": [r.average for r in self.rows],
+            "coverage": [r.coverage for r in self.rows],
+        }
+        for c in self.columns:
+            data[c.id] = [r.cells[c.id].value_100 if r.cells[c.id].status == "ok" else None for r in self.rows]
+        frame = pd.DataFrame(data, index=pd.Index([r.model for r in self.rows], name="model"))
+        return frame.astype({c.id: "float64" for c in self.columns})
+
+    def provenance(self, cell: Cell) -> dict[str, Any]:
+        """Where a cell's number came from: one flat dict (the long frame's row, the page's tooltip)."""
+        r = cell.record
+        m = self.manifest(r) or {}
+        return {
+            "model": cell.model,
+            "column": cell.column.id,
+            "framework": cell.column.framework,
+            "framework_version": r.framework_version if r else None,
+            "benchmark": cell.column.benchmark,
+            "subset": cell.column.subset,
+            "metric": cell.column.metric,
+            "judge": cell.column.judge,
+            "higher_is_better": cell.column.higher_is_better,
+            "status": cell.status,
+            "text": cell.text,
+            "value_100": cell.value_100,
+            "value": r.value if r and not cell.parts else None,
+            "scale": r.scale if r else None,
+            "stderr": r.stderr if r and not cell.parts else None,
+            "n_samples": cell.n_samples,
+            "subsets": ", ".join(p.subset for p in cell.parts) or None,
+            "reason": cell.reason,
+            "run_id": r.run_id if r else None,
+            "time": r.time if r else None,
+            "started": m.get("started"),
+            "finished": m.get("finished"),
+            "config_hash": r.config_hash if r else None,
+            "git_commit": m.get("git_commit"),
+            "seed": m.get("seed"),
+            "details_path": r.details_path if r else None,
+            "attempts": cell.attempts,
+            "newer_failure": one_line(cell.newer_failure.error) if cell.newer_failure else None,
+            "in_average": cell.column.id in self.average_over,
+        }
+
+
+def _column_of(record: Record, subsets: bool) -> Column:
+    return Column(
+        framework=record.framework,
+        benchmark=record.benchmark,
+        metric=record.metric,
+        judge=record.judge,
+        subset=record.subset if subsets else "",
+        higher_is_better=record.higher_is_better,
+    )
+
+
+def _latest(records: Iterable[Record]) -> Record | None:
+    chosen = latest_per_cell(records)
+    return max(chosen.values(), key=lambda r: r.time) if chosen else None
+
+
+def _fold(model: str, column: Column, parts: list[Record], failures: list[Record], attempts: int) -> Cell:
+    """One cell from subset records: the latest per subset; any failed subset fails the cell."""
+    chosen = list(latest_per_cell([*parts, *(f for f in failures if f.subset)]).values())
+    failed = [r for r in chosen if r.status == "failed"]
+    latest = max(chosen, key=lambda r: r.time)
+    if failed:
+        names = ", ".join(sorted(r.subset for r in failed))
+        reason = f"{len(failed)} of {len(chosen)} subsets failed ({names}): {one_line(failed[0].error)}"
+        return Cell(model, column, "failed", record=latest, reason=reason, error=failed[0].error, attempts=attempts)
+    weights = [r.n_samples for r in chosen]
+    if not all(weights):
+        weights = [1] * len(chosen)  # a subset without a sample count: an unweighted mean, like OpenCompass's
+    value = sum(w * (r.value_100 or 0.0) for w, r in zip(weights, chosen, strict=True)) / sum(weights)
+    return Cell(
+        model, column, "ok", value, record=latest, parts=sorted(chosen, key=lambda r: r.subset), attempts=attempts
+    )
+
+
+def _cell(model: str, column: Column, ok: list[Record], failures: list[Record], subsets: bool) -> Cell:
+    attempts = len(ok) + len(failures)
+    whole = [r for r in ok if subsets or not r.subset]
+    best = _latest(whole)
+    if best is None and ok:
+        best_cell = _fold(model, column, ok, failures, attempts)
+    elif best is not None:
+        best_cell = Cell(model, column, "ok", best.value_100, record=best, attempts=attempts)
+    elif failures:
+        last = max(failures, key=lambda r: r.time)
+        return Cell(
+            model, column, "failed", record=last, reason=one_line(last.error), error=last.error, attempts=attempts
+        )
+    else:
+        return Cell(model, column, "missing", reason="no result: not run for this model", attempts=0)
+    shown = best_cell.record
+    newer = [f for f in failures if shown is not None and f.time > shown.time]
+    best_cell.newer_failure = max(newer, key=lambda r: r.time) if newer else None
+    return best_cell
+
+
+def _resolve_average(columns: list[Column], patterns: Sequence[str] | None, key: str) -> list[str]:
+    ids = [c.id for c in columns]
+    if not patterns:
+        return ids
+    chosen: list[str] = []
+    for pattern in patterns:
+        hits = [i for i in ids if fnmatch.fnmatchcase(i, pattern)]
+        if not hits:
+            raise BenchbridgeError(f"{key}: {pattern!r} matches no column (have {', '.join(ids) or 'none'})")
+        chosen += [h for h in hits if h not in chosen]
+    return chosen
+
+
+def _rank(rows: list[Row]) -> list[Row]:
+    complete = sorted((r for r in rows if r.complete and r.average is not None), key=lambda r: -(r.average or 0.0))
+    previous: tuple[float, int] | None = None
+    for position, row in enumerate(complete, start=1):
+        avg = round(row.average or 0.0, 9)
+        row.rank = previous[1] if previous and previous[0] == avg else position  # ties share the better rank
+        previous = (avg, row.rank)
+    rest = sorted((r for r in rows if r.rank is None), key=lambda r: (r.average is None, -(r.average or 0.0), r.model))
+    return sorted(complete, key=lambda r: (r.rank, r.model)) + rest
+
+
+def build_board(
+    records: Iterable[Record],
+    *,
+    runs: Iterable[dict[str, Any]] = (),
+    models: Sequence[str] = (),
+    average_over: Sequence[str] | None = None,
+    subsets: bool = False,
+    all_metrics: bool = False,
+    title: str = "benchbridge leaderboard",
+    average_key: str = "average_over",
+) -> Board:
+    """Models x columns from records (any order; history included: the latest success per cell wins).
+
+    `models` adds rows for models with no record yet; `average_over` takes column ids or fnmatch
+    patterns (`opencompass/*`); `all_metrics` makes a column of every metric, not only primary ones.
+    """
+    records = list(records)
+    shown = [r for r in records if r.status == "ok" and r.value is not None and (r.primary or all_metrics)]
+    failures = [r for r in records if r.status == "failed"]
+    by_id: dict[str, Column] = {}
+    for record in sorted(shown, key=lambda r: r.time):  # the latest record's direction wins
+        column = _column_of(record, subsets)
+        by_id[column.id] = column
+    for record in failures:  # a failure nothing else covers gets a column of its own, so it is seen
+        if not any(c.covers(record) for c in by_id.values()):
+            column = _column_of(record, subsets)
+            by_id.setdefault(column.id, column)
+    columns = sorted(by_id.values(), key=lambda c: (c.framework, c.benchmark == ALL_BENCHMARKS, c.benchmark, c.id))
+    names = list(dict.fromkeys([*models, *sorted({r.model for r in records})]))
+    averaged = _resolve_average(columns, average_over, average_key)
+
+    rows = []
+    for model in names:
+        cells = {}
+        for column in columns:
+            ok = [r for r in shown if r.model == model and _column_of(r, subsets) == column]
+            failed = [r for r in failures if r.model == model and column.covers(r)]
+            cells[column.id] = _cell(model, column, ok, failed, subsets)
+        values = [g for g in (cells[i].goodness for i in averaged if cells[i].status == "ok") if g is not None]
+        average = sum(values) / len(values) if values else None
+        rows.append(Row(model, cells, average, len(values), len(averaged)))
+    return Board(title, columns, _rank(rows), averaged, records, list(runs))
+
+
+def open_board(
+    source: str | os.PathLike[str] | ResultsStore | Iterable[Record],
+    *,
+    config_name: str | None = None,
+    **options: Any,
+) -> Board:
+    """A board from a results database (path or store; only `config_name`'s runs if given) or records."""
+    if isinstance(source, str | os.PathLike | ResultsStore):
+        store = source if isinstance(source, ResultsStore) else ResultsStore(Path(source))
+        store.require()
+        return build_board(store.records(config_name), runs=store.runs(config_name=config_name), **options)
+    return build_board(source, **options)
+
+
+def board_for_config(config: LoadedConfig, **options: Any) -> Board:
+    """The board of one run config: its runs in its results database, its models as rows, its publish settings."""
+    settings = config.cfg.publish
+    options.setdefault("title", settings.title or config.name)
+    options.setdefault("average_over", settings.average_over)
+    options.setdefault("average_key", f"{config.path}: publish.average_over")
+    options.setdefault("models", [m.name for m in config.models])
+    return open_board(ResultsStore(config.results_db), config_name=config.name, **options)
+
+
+def load(
+    source: str | os.PathLike[str] | ResultsStore | Iterable[Record],
+    *,
+    config_name: str | None = None,
+    long: bool = False,
+    **options: Any,
+) -> pd.DataFrame:
+    """The board as a pandas DataFrame (see `Board.to_frame`); options as for `build_board`."""
+    return open_board(source, config_name=config_name, **options).to_frame(long=long)
+
+
+def rich_table(board: Board) -> Table:
+    """The board for the terminal; failed and missing cells are coloured and footnoted by `failure_notes`."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=board.title, show_lines=False)
+    table.add_column("rank", justify="right")
+    table.add_column("model")
+    table.add_column("average", justify="right")
+    table.add_column("cov", justify="right")
+    for c in board.columns:
+        marker = "" if c.id in board.average_over else " (not averaged)"
+        table.add_column(f"{c.framework}\n{c.benchmark_label}\n{c.metric_label}{marker}", justify="right")
+    styles = {"ok": "", "failed": "bold red", "missing": "dim"}
+    for row in board.rows:
+        cells = [Text(row.cells[c.id].text, style=styles[row.cells[c.id].status]) for c in board.columns]
+        table.add_row(row.rank_text, Text(row.model), fmt(row.average), row.coverage, *cells)
+    return table
+
+
+def failure_notes(board: Board) -> list[str]:
+    """One line per failed cell: model, column and reason."""
+    return [f"{cell.model} × {cell.column.id}: {cell.reason}" for cell in board.cells() if cell.status == "failed"]
