@@ -50,6 +50,22 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_board(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.text import Text
+
+    from leaderboards.board import board_from_cli, failure_notes, rich_table
+
+    board, _ = board_from_cli(
+        args.config, args.db, average_over=_split(args.average_over), subsets=args.subsets or None
+    )
+    console = Console()
+    console.print(rich_table(board, console.width))
+    for note in failure_notes(board):
+        console.print(Text(f"failed: {note}", style="red"), soft_wrap=True)
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -110,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--out", required=True, help="folder for the native artifacts")
     prep.add_argument("--only", help="comma-separated frameworks (default: all in the config)")
     prep.set_defaults(handler=cmd_prepare)
+
+    board = sub.add_parser("board", help="print the merged leaderboard: models x framework/benchmark/metric")
+    board.add_argument("config", nargs="?", help="run config (its results database and publish settings)")
+    board.add_argument("--db", help="a results database instead of a config")
+    board.add_argument("--average-over", help="comma-separated column ids or patterns (e.g. 'lm_eval/*')")
+    board.add_argument("--subsets", action="store_true", help="a column per subset (e.g. C-Eval subject)")
+    board.set_defaults(handler=cmd_board)
 
     run = sub.add_parser("run", help="run the frameworks and store normalized results")
     run.add_argument("config")

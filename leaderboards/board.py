@@ -308,14 +308,24 @@ def _cell(model: str, column: Column, ok: list[Record], failures: list[Record], 
 
 
 def _resolve_average(columns: list[Column], patterns: Sequence[str] | None, key: str) -> list[str]:
+    """Column ids matching the patterns. A pattern for a framework that has not run yet matches
+    nothing without complaint (a board built part way through a run); one naming no framework at
+    all is a typo, and an error."""
+    from bridges.frameworks import FRAMEWORKS
+
     ids = [c.id for c in columns]
     if not patterns:
         return ids
+    known = set(FRAMEWORKS.names()) | {c.framework for c in columns}
     chosen: list[str] = []
     for pattern in patterns:
         hits = [i for i in ids if fnmatch.fnmatchcase(i, pattern)]
-        if not hits:
-            raise BenchbridgeError(f"{key}: {pattern!r} matches no column (have {', '.join(ids) or 'none'})")
+        framework = pattern.split("/", 1)[0]
+        if not hits and not any(fnmatch.fnmatchcase(k, framework) for k in known):
+            raise BenchbridgeError(
+                f"{key}: {pattern!r} matches no column (frameworks: {', '.join(sorted(known))}; "
+                f"columns: {', '.join(ids) or 'none yet'})"
+            )
         chosen += [h for h in hits if h not in chosen]
     return chosen
 
@@ -399,6 +409,20 @@ def board_for_config(config: LoadedConfig, **options: Any) -> Board:
     return open_board(ResultsStore(config.results_db), config_name=config.name, **options)
 
 
+def board_from_cli(config_path: str | None, db: str | None, **options: Any) -> tuple[Board, LoadedConfig | None]:
+    """The board for `benchbridge board|publish [CONFIG | --db PATH]`; options left None keep their defaults."""
+    if (config_path is None) == (db is None):
+        raise BenchbridgeError("give a run config or --db PATH (exactly one of them)")
+    options = {k: v for k, v in options.items() if v is not None}
+    if config_path is not None:
+        from bridges._config import load_config
+
+        config = load_config(config_path)
+        return board_for_config(config, **options), config
+    options.setdefault("average_key", "--average-over")
+    return open_board(Path(str(db)), **options), None
+
+
 def load(
     source: str | os.PathLike[str] | ResultsStore | Iterable[Record],
     *,
@@ -410,23 +434,44 @@ def load(
     return open_board(source, config_name=config_name, **options).to_frame(long=long)
 
 
-def rich_table(board: Board) -> Table:
-    """The board for the terminal; failed and missing cells are coloured and footnoted by `failure_notes`."""
+STYLES = {"ok": "", "failed": "bold red", "missing": "dim"}
+
+
+def _header_lines(board: Board, column: Column) -> list[str]:
+    marker = "" if column.id in board.average_over else " (not averaged)"
+    return [column.framework, column.benchmark_label, f"{column.metric_label}{marker}"]
+
+
+def rich_table(board: Board, width: int = 120) -> Table:
+    """The board for the terminal: models as rows, or as columns when that is too wide for `width`.
+    Failed and missing cells are coloured; `failure_notes` gives the reasons."""
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=board.title, show_lines=False)
-    table.add_column("rank", justify="right")
-    table.add_column("model")
-    table.add_column("average", justify="right")
-    table.add_column("cov", justify="right")
-    for c in board.columns:
-        marker = "" if c.id in board.average_over else " (not averaged)"
-        table.add_column(f"{c.framework}\n{c.benchmark_label}\n{c.metric_label}{marker}", justify="right")
-    styles = {"ok": "", "failed": "bold red", "missing": "dim"}
+    texts = board.table()
+    wide = sum(
+        3 + max(len(h), *(len(t[i]) for t in texts))
+        for i, h in enumerate(["rank", "model", "average", "cov"] + [""] * len(board.columns))
+    ) + sum(max(len(line) for line in _header_lines(board, c)) for c in board.columns)
+    table = Table(title=Text(board.title))
+    if wide <= width or not board.rows:
+        for name in ("rank", "model", "average", "cov"):
+            table.add_column(name, justify="left" if name == "model" else "right")
+        for c in board.columns:
+            table.add_column(Text("\n".join(_header_lines(board, c))), justify="right")
+        for row in board.rows:
+            cells = [Text(row.cells[c.id].text, style=STYLES[row.cells[c.id].status]) for c in board.columns]
+            table.add_row(row.rank_text, Text(row.model), fmt(row.average), row.coverage, *cells)
+        return table
+    table.add_column("column")
     for row in board.rows:
-        cells = [Text(row.cells[c.id].text, style=styles[row.cells[c.id].status]) for c in board.columns]
-        table.add_row(row.rank_text, Text(row.model), fmt(row.average), row.coverage, *cells)
+        table.add_column(Text(row.model), justify="right")
+    table.add_row("rank", *(row.rank_text for row in board.rows))
+    table.add_row(f"average ({len(board.average_over)} columns)", *(fmt(row.average) for row in board.rows))
+    table.add_row("coverage", *(row.coverage for row in board.rows), end_section=True)
+    for c in board.columns:
+        cells = [Text(row.cells[c.id].text, style=STYLES[row.cells[c.id].status]) for row in board.rows]
+        table.add_row(Text(" ".join(_header_lines(board, c))), *cells)
     return table
 
 
