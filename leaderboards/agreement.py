@@ -1,0 +1,118 @@
+"""Cross-framework agreement: the same dataset and model scored by several frameworks, side by side.
+
+For every (benchmark, subset, model) that two or more frameworks scored, one row: each framework's
+primary metric on a 0-100 scale (`Record.value_100`) and the largest difference between them. A
+zero says the frameworks agree; a gap points at prompt formats, answer extraction or scoring.
+
+Only successful primary records count, the latest per board cell (as the board picks them). A
+framework that writes several primary metrics for one benchmark (e.g. OpenAI evals' match and
+includes methods) gets one column per metric, ``framework:metric``; otherwise the column is the
+framework and the row's ``metrics`` column names the metric each framework used.
+
+    table = agreement_table(ResultsStore(db).records())
+    print(agreement_markdown(table))
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from bridges._records import Record
+from leaderboards.store import latest_per_cell
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+INDEX = ["benchmark", "subset", "model"]
+MAX_DIFF = "max_diff"
+METRICS = "metrics"
+SAMPLES = "n_samples"
+
+
+def _metric_label(record: Record) -> str:
+    return record.metric + (f"@{record.judge}" if record.judge else "")
+
+
+def _scored(records: Iterable[Record]) -> list[Record]:
+    """The latest successful primary record of every cell that has one."""
+    return [r for r in latest_per_cell(records).values() if r.status == "ok" and r.primary and r.value_100 is not None]
+
+
+def agreement_table(records: Iterable[Record], *, min_frameworks: int = 2) -> pd.DataFrame:
+    """Rows (benchmark, subset, model) scored by >= `min_frameworks` frameworks; values 0-100.
+
+    Columns: one per framework (``framework:metric`` where a framework has several primary metrics
+    for one benchmark), then ``max_diff`` (largest minus smallest value in the row, in points),
+    ``n_samples`` (the distinct sample counts, e.g. ``"8"``; two counts mean the frameworks did not
+    score the same samples) and ``metrics`` (``framework=metric; ...``). Sorted by benchmark, subset,
+    model. Empty (with those columns) when no dataset was scored by enough frameworks.
+    """
+    import pandas as pd
+
+    by_row: dict[tuple[str, str, str], list[Record]] = defaultdict(list)
+    for r in _scored(records):
+        by_row[(r.benchmark, r.subset, r.model)].append(r)
+    split = {  # frameworks with several primary metrics for one row get a column per metric
+        r.framework for rows in by_row.values() for r in rows if sum(1 for o in rows if o.framework == r.framework) > 1
+    }
+
+    def column(r: Record) -> str:
+        return f"{r.framework}:{_metric_label(r)}" if r.framework in split else r.framework
+
+    data: list[dict[str, object]] = []
+    for (benchmark, subset, model), rows in by_row.items():
+        if len({r.framework for r in rows}) < min_frameworks:
+            continue
+        values = {column(r): r.value_100 for r in rows}
+        sizes = sorted({r.n_samples for r in rows if r.n_samples is not None})
+        data.append(
+            {
+                "benchmark": benchmark,
+                "subset": subset,
+                "model": model,
+                **values,
+                MAX_DIFF: max(values.values()) - min(values.values()),  # type: ignore[type-var, operator]
+                SAMPLES: "/".join(str(n) for n in sizes),
+                METRICS: "; ".join(f"{column(r)}={_metric_label(r)}" for r in sorted(rows, key=column)),
+            }
+        )
+    frameworks = sorted({k for row in data for k in row} - {*INDEX, MAX_DIFF, SAMPLES, METRICS})
+    table = pd.DataFrame(data, columns=[*INDEX, *frameworks, MAX_DIFF, SAMPLES, METRICS])
+    return table.sort_values(INDEX, kind="stable").set_index(INDEX)
+
+
+def framework_columns(table: pd.DataFrame) -> list[str]:
+    """The value columns of an agreement table (frameworks, or framework:metric)."""
+    return [c for c in table.columns if c not in (MAX_DIFF, SAMPLES, METRICS)]
+
+
+def _number(value: object) -> str:
+    from leaderboards.board import fmt
+
+    return fmt(None if value is None or value != value else float(value))  # NaN: not scored there
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def agreement_markdown(table: pd.DataFrame, *, title: str | None = "Cross-framework agreement") -> str:
+    """A GitHub-flavoured Markdown table: benchmark, model, one column per framework, max difference."""
+    values = framework_columns(table)
+    lines = [f"## {title}", ""] if title else []
+    if table.empty:
+        return "\n".join([*lines, "No dataset was scored by two or more frameworks with the same model.", ""])
+    lines += [
+        "Primary metric per framework on a 0-100 scale; `max diff` is the largest gap between frameworks "
+        "(0.00: they agree).",
+        "",
+        "| " + " | ".join(["benchmark", "model", *values, "max diff", "samples", "metrics"]) + " |",
+        "|" + "---|---|" + "---:|" * (len(values) + 1) + "---|---|",
+    ]
+    for (benchmark, subset, model), row in table.iterrows():
+        name = f"{benchmark}:{subset}" if subset else benchmark
+        cells = [_cell(name), _cell(model), *(_number(row[c]) for c in values), _number(row[MAX_DIFF])]
+        lines.append("| " + " | ".join([*cells, _cell(str(row[SAMPLES])), _cell(str(row[METRICS]))]) + " |")
+    return "\n".join([*lines, ""])
