@@ -35,6 +35,13 @@ class PublishSettings(BaseModel):
     out: str | None = None
     title: str | None = None
     average_over: list[str] | None = None  # column ids; default all primary columns
+    # README_OPENCOMPASS.md front matter (OpenCompass's dataset site); empty when not given
+    description: str | None = None
+    website: str | None = None
+    github: str | None = None
+    paper: str | None = None
+    download_url: str | None = None
+    organization: str = "benchbridge"  # who ran the evaluations (Every Eval Ever source_metadata)
 
 
 class RunConfig(BaseModel):
