@@ -122,3 +122,70 @@ def build_tiny_model(out_dir: str | os.PathLike[str], *, vocab_size: int = 400, 
     )
     Qwen2ForCausalLM(config).save_pretrained(out)
     return out
+
+
+class RuleGrader:
+    """A deterministic grader for benchbridge's own OpenAI evals grader specs (`bb_fact`, `bb_fact_zh`,
+    `bb_closedqa`, `bb_closedqa_zh`), so a model-graded eval has known choice counts and score.
+
+    It reads the expert/reference answer and the submission out of the grading prompt and answers as
+    evals' `cot_classify` asks: a line of reasoning, then the verdict alone on the last line. "Same"
+    means the submission equals one acceptable answer, ignoring case, spaces and punctuation: fact
+    specs get "C" (same facts) or "D" (disagrees), closed-QA specs "Y" or "N". A prompt without the
+    labels gets `unparsable` (evals counts it as `__invalid__`).
+    """
+
+    # label in the spec's prompt -> (verdict when the submission is the same, verdict when not)
+    VERDICTS = {
+        "[Expert]:": ("C", "D"),
+        "[专家答案]：": ("C", "D"),
+        "[Reference]:": ("Y", "N"),
+        "[参考答案]：": ("Y", "N"),
+    }
+    SUBMISSION = ("[Submission]:", "[提交答案]：")
+
+    def __init__(self, unparsable: str = "I cannot tell.") -> None:
+        self.unparsable = unparsable
+
+    @staticmethod
+    def _field(prompt: str, label: str) -> str | None:
+        start = prompt.find(label)
+        if start < 0:
+            return None
+        rest = prompt[start + len(label) :]
+        end = rest.find("\n***")
+        return (rest if end < 0 else rest[:end]).strip()
+
+    @staticmethod
+    def _normalize(text: str) -> str:
+        import unicodedata
+
+        return "".join(c for c in text.casefold() if not c.isspace() and not unicodedata.category(c).startswith("P"))
+
+    def grade(self, prompt: str) -> str:
+        import ast
+
+        submission = next((v for v in (self._field(prompt, s) for s in self.SUBMISSION) if v is not None), None)
+        for label, (same, different) in self.VERDICTS.items():
+            reference = self._field(prompt, label)
+            if reference is None or submission is None:
+                continue
+            acceptable: Any = reference
+            if reference.startswith("[") and reference.endswith("]"):
+                try:
+                    acceptable = ast.literal_eval(reference)  # evals shows a list of answers as Python's repr
+                except (ValueError, SyntaxError):
+                    acceptable = reference
+            answers = acceptable if isinstance(acceptable, list) else [acceptable]
+            matched = self._normalize(submission) in {self._normalize(str(a)) for a in answers}
+            verdict = same if matched else different
+            reason = "matches" if matched else "does not match"
+            return f"The submission {reason} the reference answer.\n{verdict}"
+        return self.unparsable
+
+    def __call__(self, batch: list[Any]) -> list[str]:
+        out = []
+        for item in batch:
+            text = item if isinstance(item, str) else "\n".join(m["content"] for m in item if m["role"] == "user")
+            out.append(self.grade(text))
+        return out
