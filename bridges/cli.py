@@ -97,6 +97,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if outcome.ok else 1
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bridges._config import load_config
+    from bridges.serve import run_server
+
+    config = load_config(args.config)
+    specs = [config.model(name, "--model") for name in _split(args.model) or []]
+    run_server(specs, host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="benchbridge",
@@ -139,6 +149,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", help="comma-separated frameworks (default: all in the config)")
     run.add_argument("--force", action="store_true", help="rerun work a framework would skip as done")
     run.set_defaults(handler=cmd_run)
+
+    serve = sub.add_parser("serve", help="serve a model from the config behind an OpenAI-compatible API")
+    serve.add_argument("config")
+    serve.add_argument("--model", required=True, help="model name(s) from the config, comma-separated")
+    serve.add_argument("--host", default="127.0.0.1", help="default loopback; there is no auth")
+    serve.add_argument("--port", type=int, default=8765)
+    serve.set_defaults(handler=cmd_serve)
     return parser
 
 

@@ -1,0 +1,573 @@
+"""`benchbridge serve`: any model spec behind an OpenAI-compatible API, on loopback by default.
+
+Every answer comes from the model layer (`get_model(spec).generate`), so a served model behaves as it
+does everywhere else in benchbridge. Endpoints: `/v1/chat/completions`, `/v1/completions`,
+`/v1/models`. What AlpacaEval's judges ask for is supported:
+
+- a forced tool call (`tools` + `tool_choice` naming a function, e.g. `chatgpt_fn`): the arguments are
+  built from the model's answer and constrained to the schema's allowed choices (a string `enum`, or
+  the quoted alternatives of its description such as `'Output (a)' or 'Output (b)'`; for a ranking of
+  `{model, rank}` items the model identifiers of the prompt). The answer's choice is the one it is,
+  else the first one it names (case first: `m` is not `M`). An answer naming none is passed on
+  verbatim, so the client's parser reports it as unparsed instead of benchbridge guessing. A backend
+  that makes tool calls itself (`openai`) is passed through.
+- `logprobs`/`top_logprobs` (e.g. `weighted_alpaca_eval_gpt4_turbo`): `hf` models give the real
+  per-token log-probabilities from their logits; a backend without them (`python`) returns its whole
+  answer as one chosen token with logprob 0.
+- `usage`: the backend's token counts, or whitespace-separated word counts when it has none.
+
+Requests that arrive together with the same settings are answered in one `generate` call (an `hf`
+model then decodes them as one batch), and one worker per model keeps a model from being called
+from many threads at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import re
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any, Literal
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridges._errors import BenchbridgeError
+from bridges.models import ChatRequest, ChatResponse, ModelSpec, TokenLogprob, get_model
+
+_log = logging.getLogger("uvicorn.error")  # printed by uvicorn's handler, like its own errors
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+# How long the batching worker waits for more requests to join the first one (seconds).
+BATCH_WINDOW_S = 0.02
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's format: `{"error": {"message", "type", "param", "code"}}`."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def response(self) -> JSONResponse:
+        kind = "invalid_request_error" if self.status < 500 else "server_error"
+        body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status)
+
+
+# ---- request bodies (unknown OpenAI fields such as top_p or user are accepted and ignored) ----
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ChatMessageIn(_Lenient):
+    role: str
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if self.content is None or isinstance(self.content, str):
+            return self.content or ""
+        parts = [p.get("text", "") for p in self.content if p.get("type") == "text"]
+        if len(parts) != len(self.content):
+            raise ApiError(400, "messages[].content: only text parts are supported", param="messages")
+        return "".join(parts)
+
+
+class FunctionDef(_Lenient):
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolDef(_Lenient):
+    type: Literal["function"] = "function"
+    function: FunctionDef
+
+
+class _Sampling(_Lenient):
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    n: int = 1
+    stream: bool = False
+
+    def check_supported(self) -> None:
+        if self.stream:
+            raise ApiError(400, "stream: streaming is not supported by benchbridge serve", param="stream")
+        if self.n != 1:
+            raise ApiError(400, "n: only n=1 is supported by benchbridge serve", param="n")
+
+    def stops(self) -> tuple[str, ...] | None:
+        if self.stop is None:
+            return None
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+class ChatCompletionBody(_Sampling):
+    messages: list[ChatMessageIn] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: list[ToolDef] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+
+
+class CompletionBody(_Sampling):
+    prompt: str | list[str]
+    logprobs: int | None = Field(None, ge=0, le=20)
+    echo: bool = False
+
+
+# ---- forced tool calls ----
+
+CHAT_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_QUOTED = re.compile(r"'([^']+)'|\"([^\"]+)\"")
+# AlpacaEval's ranking prompts name each output: `"model": "m"` or `"model_identifier": "model_1"`.
+_PROMPT_IDENTIFIER = re.compile(r"\"model(?:_identifier)?\"\s*:\s*\"([^\"]+)\"")
+
+
+def forced_tool(body: ChatCompletionBody) -> ToolDef | None:
+    """The tool the request forces, or None when the model may answer in text."""
+    tools = body.tools or []
+    choice = body.tool_choice
+    if not tools or choice in (None, "none", "auto"):
+        return None
+    if choice == "required":
+        if len(tools) != 1:
+            raise ApiError(400, "tool_choice 'required' with several tools: name the function", param="tool_choice")
+        return tools[0]
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        for tool in tools:
+            if tool.function.name == name:
+                return tool
+        raise ApiError(400, f"tool_choice names function {name!r}, which is not in tools", param="tool_choice")
+    raise ApiError(400, f"tool_choice {choice!r} is not understood", param="tool_choice")
+
+
+def allowed_choices(prop: dict[str, Any]) -> list[str]:
+    """A string property's allowed values: its `enum`, else two or more quoted options in its description."""
+    enum = prop.get("enum")
+    if enum:
+        return [str(v) for v in enum]
+    quoted = [a or b for a, b in _QUOTED.findall(str(prop.get("description", "")))]
+    return list(dict.fromkeys(quoted)) if len(set(quoted)) >= 2 else []
+
+
+def pick_choice(text: str, choices: Sequence[str]) -> str | None:
+    """The one allowed choice `text` names (exactly, else first mentioned), or None if none or ambiguous.
+
+    Case matters first (AlpacaEval's ranking judges tell `m` from `M`); a case-insensitive mention
+    counts only when it is unambiguous.
+    """
+    bare = text.strip().strip("\"'`.").strip()
+    if bare in choices:
+        return bare
+    for flags in (0, re.IGNORECASE):
+        hits: list[tuple[int, int, str]] = []
+        for choice in choices:
+            found = re.search(rf"(?<!\w){re.escape(choice)}(?!\w)", text, flags)
+            if found:
+                hits.append((found.start(), -len(choice), choice))
+        if hits:
+            hits.sort()
+            first = [h for h in hits if h[:2] == hits[0][:2]]
+            return first[0][2] if len(first) == 1 else None
+    return None
+
+
+def _fill_string(prop: dict[str, Any], answer: str, prompt: str) -> Any:
+    choices = allowed_choices(prop)
+    if not choices:
+        return answer.strip()
+    picked = pick_choice(answer, choices)
+    return answer.strip() if picked is None else picked
+
+
+def _fill_ranking(prop: dict[str, Any], answer: str, prompt: str) -> Any:
+    item_props = (prop.get("items") or {}).get("properties") or {}
+    if set(item_props) != {"model", "rank"}:
+        raise ApiError(
+            400, "tools: an array property must be a ranking of {model, rank} items (AlpacaEval's *_fn judges)"
+        )
+    identifiers = allowed_choices(item_props["model"]) or list(dict.fromkeys(_PROMPT_IDENTIFIER.findall(prompt)))
+    if len(identifiers) < 2:
+        raise ApiError(400, "tools: cannot find the model identifiers to rank (no enum, none in the prompt)")
+    best = pick_choice(answer, identifiers)
+    if best is None:
+        return answer.strip()
+    order = [best, *[i for i in identifiers if i != best]]
+    return [{"model": name, "rank": rank} for rank, name in enumerate(order, start=1)]
+
+
+PROPERTY_FILLERS: dict[str, Callable[[dict[str, Any], str, str], Any]] = {
+    "string": _fill_string,
+    "array": _fill_ranking,
+}
+
+
+def tool_arguments(schema: dict[str, Any], answer: str, prompt: str) -> dict[str, Any]:
+    """Fills an object schema from the model's text answer (see the module docstring)."""
+    if schema.get("type", "object") != "object" or not schema.get("properties"):
+        raise ApiError(400, "tools[].function.parameters: benchbridge serve fills object schemas with properties")
+    out = {}
+    for name, prop in schema["properties"].items():
+        fill = PROPERTY_FILLERS.get(str(prop.get("type", "string")))
+        if fill is None:
+            raise ApiError(400, f"tools: property {name!r} of type {prop.get('type')!r} cannot be filled from text")
+        out[name] = fill(prop, answer, prompt)
+    return out
+
+
+# ---- the served models ----
+
+
+def answer_of(future: Future[ChatResponse]) -> ChatResponse:
+    """The model's answer, or its error as an HTTP 500 in OpenAI's format (the log keeps the traceback)."""
+    try:
+        return future.result()
+    except Exception as exc:
+        _log.error("model error", exc_info=exc)
+        raise ApiError(500, f"model error: {type(exc).__name__}: {exc}") from exc
+
+
+def word_count(text: str) -> int:
+    return len(text.split())
+
+
+class ModelWorker:
+    """Answers one model's requests on one thread, batching those that arrive together."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.model = get_model(spec)
+        self.model.backend  # noqa: B018 - load now: a missing model folder fails at start, not per request
+        self._queue: queue.Queue[tuple[ChatRequest, Future[ChatResponse]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=f"serve-{spec.name}", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: ChatRequest) -> Future[ChatResponse]:
+        future: Future[ChatResponse] = Future()
+        self._queue.put((request, future))
+        return future
+
+    def answer(self, request: ChatRequest) -> ChatResponse:
+        return answer_of(self.submit(request))
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+
+    def _next_batch(self) -> list[tuple[ChatRequest, Future[ChatResponse]]] | None:
+        first = self._queue.get()
+        if first is None:
+            return None
+        batch = [first]
+        deadline = time.monotonic() + BATCH_WINDOW_S
+        while len(batch) < self.spec.batch_size:
+            wait = deadline - time.monotonic()
+            if wait <= 0:
+                break
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                break
+            if item is None:
+                self._queue.put(None)  # stop after answering what is already taken
+                break
+            batch.append(item)
+        return batch
+
+    def _loop(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            # One generate call per group of identical settings: a backend applies one setting to a batch.
+            groups: dict[ChatRequest, list[tuple[ChatRequest, Future[ChatResponse]]]] = {}
+            for request, future in batch:
+                groups.setdefault(replace(request, messages=()), []).append((request, future))
+            for group in groups.values():
+                try:
+                    answers = self.model.generate([request for request, _ in group])
+                except Exception as exc:  # handed to each waiting request, which answers HTTP 500 with it
+                    for _, future in group:
+                        future.set_exception(exc)
+                    continue
+                for (_, future), answer in zip(group, answers, strict=True):
+                    future.set_result(answer)
+
+
+class ServedModels:
+    """The models one server answers for, by name."""
+
+    def __init__(self, specs: Sequence[ModelSpec]) -> None:
+        if not specs:
+            raise BenchbridgeError("serve: no model to serve")
+        names = [s.name for s in specs]
+        if len(set(names)) != len(names):
+            raise BenchbridgeError(f"serve: model names must be unique, got {', '.join(names)}")
+        self.workers: dict[str, ModelWorker] = {}
+        try:
+            for spec in specs:
+                self.workers[spec.name] = ModelWorker(spec)
+        except BaseException:
+            self.close()
+            raise
+
+    def worker(self, name: str) -> ModelWorker:
+        if name not in self.workers:
+            raise ApiError(
+                404,
+                f"model {name!r} is not served here (serving: {', '.join(self.workers)})",
+                "model",
+                "model_not_found",
+            )
+        return self.workers[name]
+
+    def close(self) -> None:
+        for worker in self.workers.values():
+            worker.close()
+
+
+def _chat_logprobs(answer: ChatResponse, top_k: int) -> dict[str, Any]:
+    tokens = answer.logprobs
+    if tokens is None:  # a backend without logprobs: its whole answer is the one chosen token
+        tokens = [TokenLogprob(answer.text, 0.0, [(answer.text, 0.0)])]
+
+    def entry(token: str, logprob: float) -> dict[str, Any]:
+        return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+    return {
+        "content": [{**entry(t.token, t.logprob), "top_logprobs": [entry(*x) for x in t.top[:top_k]]} for t in tokens],
+        "refusal": None,
+    }
+
+
+def _completion_logprobs(answer: ChatResponse, top_k: int) -> dict[str, Any]:
+    tokens = answer.logprobs
+    if tokens is None:
+        tokens = [TokenLogprob(answer.text, 0.0, [(answer.text, 0.0)])]
+    offsets, at = [], 0
+    for t in tokens:
+        offsets.append(at)
+        at += len(t.token)
+    return {
+        "tokens": [t.token for t in tokens],
+        "token_logprobs": [t.logprob for t in tokens],
+        "top_logprobs": [dict(t.top[:top_k]) for t in tokens],
+        "text_offset": offsets,
+    }
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def _finish_reason(answer: ChatResponse, limit: int | None) -> str:
+    if limit and answer.completion_tokens >= limit:
+        return "length"
+    return "stop"
+
+
+def make_app(served: ServedModels) -> FastAPI:
+    app = FastAPI(title="benchbridge serve", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"] if p != "body")
+        return ApiError(400, f"{loc}: {err['msg']}", param=loc).response()
+
+    @app.get("/v1/models")
+    def list_models() -> dict[str, Any]:
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "benchbridge"} for name in served.workers]
+        return {"object": "list", "data": data}
+
+    @app.post("/v1/chat/completions")
+    def chat_completions(body: ChatCompletionBody) -> dict[str, Any]:
+        body.check_supported()
+        worker = served.worker(body.model)
+        for m in body.messages:
+            if m.role not in CHAT_ROLES:
+                raise ApiError(400, f"messages[].role: {m.role!r} is not supported (system, user, assistant)")
+        messages = tuple((CHAT_ROLES[m.role], m.text()) for m in body.messages)
+        tool = forced_tool(body)
+        limit = body.max_completion_tokens or body.max_tokens
+        request = ChatRequest(
+            messages=messages,
+            max_new_tokens=limit,
+            temperature=body.temperature,
+            stop=body.stops(),
+            seed=body.seed,
+            logprobs=body.logprobs,
+            top_logprobs=body.top_logprobs or 0,
+            tool=(tool.function.name, json.dumps(tool.function.parameters, sort_keys=True)) if tool else None,
+        )
+        answer = worker.answer(request)
+        message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None}
+        finish = _finish_reason(answer, limit)
+        if tool is not None:
+            prompt = "\n".join(content for _, content in messages)
+            arguments = answer.tool_arguments
+            if arguments is None:
+                arguments = json.dumps(tool_arguments(tool.function.parameters, answer.text, prompt))
+            call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function"}
+            message = {
+                **message,
+                "content": None,
+                "tool_calls": [{**call, "function": {"name": tool.function.name, "arguments": arguments}}],
+            }
+            finish = "tool_calls"
+        prompt_tokens = answer.prompt_tokens or sum(word_count(c) for _, c in messages)
+        completion_tokens = answer.completion_tokens or word_count(answer.text)
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": _chat_logprobs(answer, body.top_logprobs or 0) if body.logprobs else None,
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": _usage(prompt_tokens, completion_tokens),
+        }
+
+    @app.post("/v1/completions")
+    def completions(body: CompletionBody) -> dict[str, Any]:
+        """A prompt is sent through the model layer as one user message (the layer has chat models only)."""
+        body.check_supported()
+        if body.echo:
+            raise ApiError(400, "echo: not supported by benchbridge serve", param="echo")
+        worker = served.worker(body.model)
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if not prompts:
+            raise ApiError(400, "prompt: empty list", param="prompt")
+        want_logprobs = body.logprobs is not None
+        requests = [
+            ChatRequest(
+                messages=(("user", p),),
+                max_new_tokens=body.max_tokens,
+                temperature=body.temperature,
+                stop=body.stops(),
+                seed=body.seed,
+                logprobs=want_logprobs,
+                top_logprobs=body.logprobs or 0,
+            )
+            for p in prompts
+        ]
+        # Submitted together, so the worker can answer them as one batch.
+        futures = [worker.submit(r) for r in requests]
+        answers = [answer_of(f) for f in futures]
+        choices = [
+            {
+                "index": i,
+                "text": a.text,
+                "logprobs": _completion_logprobs(a, body.logprobs or 0) if want_logprobs else None,
+                "finish_reason": _finish_reason(a, body.max_tokens),
+            }
+            for i, a in enumerate(answers)
+        ]
+        prompt_tokens = sum(a.prompt_tokens or word_count(p) for a, p in zip(answers, prompts, strict=True))
+        completion_tokens = sum(a.completion_tokens or word_count(a.text) for a in answers)
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": choices,
+            "usage": _usage(prompt_tokens, completion_tokens),
+        }
+
+    return app
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening-ready socket; port 0 picks a free one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BenchbridgeError(f"serve: cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def base_url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
+
+
+def _server(served: ServedModels) -> uvicorn.Server:
+    config = uvicorn.Config(make_app(served), log_level="warning", access_log=False, lifespan="off")
+    return uvicorn.Server(config)
+
+
+@contextmanager
+def serving(
+    specs: ModelSpec | Sequence[ModelSpec], host: str = DEFAULT_HOST, port: int = 0, start_timeout_s: float = 30.0
+) -> Iterator[str]:
+    """Serves `specs` on a background thread; yields the base URL (`http://127.0.0.1:PORT/v1`), then stops."""
+    served = ServedModels([specs] if isinstance(specs, ModelSpec) else list(specs))
+    sock = bind(host, port)
+    server = _server(served)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="benchbridge-serve", daemon=True)
+    try:
+        thread.start()
+        deadline = time.monotonic() + start_timeout_s
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise BenchbridgeError(f"serve: the server on {host}:{sock.getsockname()[1]} did not start")
+            time.sleep(0.01)
+        yield base_url(sock)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+        served.close()
+
+
+def run_server(specs: Sequence[ModelSpec], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
+    """Serves in the foreground until Ctrl-C (`benchbridge serve`)."""
+    served = ServedModels(specs)
+    try:
+        sock = bind(host, port)
+        if host not in LOOPBACK_HOSTS:
+            print(f"benchbridge serve: warning: listening on {host}, not loopback; there is no auth", file=sys.stderr)
+        names = ", ".join(s.name for s in specs)
+        print(f"benchbridge serve: {names} at {base_url(sock)} (Ctrl-C stops)", file=sys.stderr, flush=True)
+        _server(served).run(sockets=[sock])
+    finally:
+        served.close()

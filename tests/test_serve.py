@@ -1,0 +1,289 @@
+"""`benchbridge serve` over real HTTP on loopback: models, chat (plain, forced tool call, logprobs), completions."""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bridges.models import parse_model_spec
+from bridges.serve import allowed_choices, pick_choice, serving
+from tests.conftest import ROOT
+
+ECHO = {"name": "echo", "kind": "python", "target": "tests._alpaca_models:EchoModel"}
+JUDGE = {"name": "longer-judge", "kind": "python", "target": "tests._alpaca_models:LongerJudge"}
+
+CHATGPT_FN_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "print_best_model",
+        "description": "Print the best model given the preferred output.",
+        "strict": True,
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "best_output": {
+                    "type": "string",
+                    "description": "Name of the best output, should be 'Output (a)' or 'Output (b)'",
+                }
+            },
+            "additionalProperties": False,
+            "required": ["best_output"],
+        },
+    },
+}
+FORCE_CHATGPT_FN = {"type": "function", "function": {"name": "print_best_model"}}
+RANKING_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "make_partial_leaderboard",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "ordered_models": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"model": {"type": "string"}, "rank": {"type": "number"}},
+                    },
+                }
+            },
+        },
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def client(tiny_model_path: Path) -> Iterator[httpx.Client]:
+    tiny = {"name": "tiny", "kind": "hf", "path": str(tiny_model_path), "generation": {"max_new_tokens": 3}}
+    specs = [parse_model_spec(s) for s in (ECHO, JUDGE, tiny)]
+    with serving(specs) as base_url, httpx.Client(base_url=base_url, timeout=60) as http:
+        assert base_url.startswith("http://127.0.0.1:")
+        yield http
+
+
+def chat(client: httpx.Client, model: str, content: str, **body: object) -> httpx.Response:
+    return client.post(
+        "/chat/completions", json={"model": model, "messages": [{"role": "user", "content": content}], **body}
+    )
+
+
+def tool_arguments(response: httpx.Response) -> str:
+    assert response.status_code == 200, response.text
+    choice = response.json()["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] is None
+    (call,) = choice["message"]["tool_calls"]
+    return call["function"]["arguments"]
+
+
+def test_models_lists_every_served_model(client: httpx.Client) -> None:
+    data = client.get("/models").json()
+    assert data["object"] == "list"
+    assert [m["id"] for m in data["data"]] == ["echo", "longer-judge", "tiny"]
+
+
+def test_chat_plain_answer_and_usage(client: httpx.Client) -> None:
+    body = chat(client, "echo", "first line\nsay this back").json()
+    assert body["object"] == "chat.completion"
+    assert body["model"] == "echo"
+    (choice,) = body["choices"]
+    assert choice["message"] == {"role": "assistant", "content": "say this back", "refusal": None}
+    assert choice["finish_reason"] == "stop"
+    assert choice["logprobs"] is None
+    # A python model counts no tokens: usage falls back to words (5 in the prompt, 3 in the answer).
+    assert body["usage"] == {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+
+
+def test_forced_tool_call_reads_the_choice_from_the_judges_answer(client: httpx.Client) -> None:
+    prompt = (
+        "## Output (a):\nshort\n\n## Output (b):\nmuch longer answer\n\n## Which is best, Output (a) or Output (b)?"
+    )
+    body = {"tools": [CHATGPT_FN_TOOL], "tool_choice": FORCE_CHATGPT_FN}
+    assert tool_arguments(chat(client, "longer-judge", prompt, **body)) == '{"best_output": "Output (b)"}'
+
+
+@pytest.mark.parametrize(
+    ("answer", "arguments"),
+    [
+        ("I pick output (A), clearly.", '{"best_output": "Output (a)"}'),  # case-insensitive, unambiguous
+        ("Output (b) beats Output (a)", '{"best_output": "Output (b)"}'),  # the first one named
+        ("Neither of them.", '{"best_output": "Neither of them."}'),  # no choice: verbatim, the parser reports it
+    ],
+)
+def test_forced_tool_call_is_constrained_to_the_described_choices(
+    client: httpx.Client, answer: str, arguments: str
+) -> None:
+    body = {"tools": [CHATGPT_FN_TOOL], "tool_choice": FORCE_CHATGPT_FN}
+    assert tool_arguments(chat(client, "echo", answer, **body)) == arguments
+
+
+def test_forced_tool_call_with_an_enum_and_a_ranking(client: httpx.Client) -> None:
+    enum_tool = {
+        "type": "function",
+        "function": {
+            "name": "verdict",
+            "parameters": {"type": "object", "properties": {"winner": {"type": "string", "enum": ["left", "right"]}}},
+        },
+    }
+    force = {"type": "function", "function": {"name": "verdict"}}
+    answer = tool_arguments(chat(client, "echo", "the right one", tools=[enum_tool], tool_choice=force))
+    assert answer == '{"winner": "right"}'
+    # AlpacaEval's *_fn ranking judges: identifiers come from the prompt; case tells m from M.
+    prompt = '{"model": "m", "output": """a"""}, {"model": "M", "output": """b"""}\nM'
+    force = {"type": "function", "function": {"name": "make_partial_leaderboard"}}
+    answer = tool_arguments(chat(client, "echo", prompt, tools=[RANKING_TOOL], tool_choice=force))
+    assert answer == '{"ordered_models": [{"model": "M", "rank": 1}, {"model": "m", "rank": 2}]}'
+
+
+def test_tool_choice_errors_are_openai_errors(client: httpx.Client) -> None:
+    force = {"type": "function", "function": {"name": "missing"}}
+    r = chat(client, "echo", "x", tools=[CHATGPT_FN_TOOL], tool_choice=force)
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "tool_choice names function 'missing', which is not in tools"
+    assert r.json()["error"]["param"] == "tool_choice"
+
+
+def test_logprobs_of_a_python_model_are_its_answer_with_logprob_0(client: httpx.Client) -> None:
+    body = chat(client, "echo", "m", logprobs=True, top_logprobs=5).json()
+    content = body["choices"][0]["logprobs"]["content"]
+    assert content == [
+        {"token": "m", "logprob": 0.0, "bytes": [109], "top_logprobs": [{"token": "m", "logprob": 0.0, "bytes": [109]}]}
+    ]
+
+
+def test_logprobs_of_an_hf_model_come_from_its_logits(client: httpx.Client, tiny_model_path: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    question = "Which is better, m or M?"
+    body = chat(client, "tiny", question, max_tokens=2, logprobs=True, top_logprobs=5).json()
+    (choice,) = body["choices"]
+    content = choice["logprobs"]["content"]
+    assert 1 <= len(content) <= 2
+    for token in content:
+        values = [t["logprob"] for t in token["top_logprobs"]]
+        assert len(values) == 5
+        assert all(isinstance(v, float) and math.isfinite(v) and v < 0 for v in values)
+        assert values == sorted(values, reverse=True)
+        # Greedy decoding: the chosen token is the most likely one.
+        assert token["logprob"] == pytest.approx(values[0], abs=1e-5)
+        assert token["token"] == token["top_logprobs"][0]["token"]
+    # The first token's top 5 are the model's own next-token distribution.
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path).eval()
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
+    )
+    with torch.no_grad():
+        logits = model(**tokenizer(text, return_tensors="pt", add_special_tokens=False)).logits[0, -1]
+    top = torch.topk(torch.log_softmax(logits.float(), dim=-1), 5)
+    expected = [(tokenizer.decode([int(i)]), float(v)) for v, i in zip(top.values, top.indices, strict=True)]
+    served = [(t["token"], t["logprob"]) for t in content[0]["top_logprobs"]]
+    assert [t for t, _ in served] == [t for t, _ in expected]
+    assert [v for _, v in served] == pytest.approx([v for _, v in expected], abs=1e-4)
+    assert body["usage"]["completion_tokens"] == len(content)
+    assert body["usage"]["prompt_tokens"] > 5  # tokenizer tokens, not words
+    assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
+    if len(content) == 2:
+        assert choice["finish_reason"] == "length"
+
+
+def test_completions_answer_each_prompt(client: httpx.Client) -> None:
+    r = client.post("/completions", json={"model": "echo", "prompt": ["one two", "three"], "logprobs": 1})
+    body = r.json()
+    assert body["object"] == "text_completion"
+    assert [(c["index"], c["text"]) for c in body["choices"]] == [(0, "one two"), (1, "three")]
+    assert body["choices"][0]["logprobs"] == {
+        "tokens": ["one two"],
+        "token_logprobs": [0.0],
+        "top_logprobs": [{"one two": 0.0}],
+        "text_offset": [0],
+    }
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 3, "total_tokens": 6}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]}, 404,
+         "model 'nope' is not served here (serving: echo, longer-judge, tiny)"),
+        ("/chat/completions", {"model": "echo", "messages": [{"role": "user", "content": "x"}], "stream": True}, 400,
+         "stream: streaming is not supported by benchbridge serve"),
+        ("/chat/completions", {"model": "echo", "messages": [{"role": "user", "content": "x"}], "n": 2}, 400,
+         "n: only n=1 is supported by benchbridge serve"),
+        ("/chat/completions", {"model": "echo", "messages": []}, 400,
+         "messages: List should have at least 1 item after validation, not 0"),
+        ("/completions", {"model": "echo", "prompt": "x", "echo": True}, 400, "echo: not supported by benchbridge serve"),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_openai_style_errors(
+    client: httpx.Client, path: str, body: dict, status: int, message: str
+) -> None:
+    r = client.post(path, json=body)
+    assert r.status_code == status
+    assert r.json()["error"]["message"] == message
+
+
+def test_choice_helpers() -> None:
+    assert allowed_choices({"type": "string", "enum": ["x", "y"]}) == ["x", "y"]
+    assert allowed_choices({"description": "should be 'Output (a)' or 'Output (b)'"}) == ["Output (a)", "Output (b)"]
+    assert allowed_choices({"description": "the 'only' one"}) == []
+    assert pick_choice("m", ["m", "M"]) == "m"
+    assert pick_choice("Model M wins", ["m", "M"]) == "M"
+    assert pick_choice("output (A)", ["Output (a)", "Output (b)"]) == "Output (a)"
+    assert pick_choice("mm", ["m", "M"]) is None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cli_serve_answers_until_stopped(tmp_path: Path) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        "name: s\nmodels:\n  - {name: echo, kind: python, target: 'tests._alpaca_models:EchoModel'}\n", "utf-8"
+    )
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "bridges.cli", "serve", str(config), "--model", "echo", "--port", str(port)]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "benchbridge serve did not start"
+                time.sleep(0.2)
+        assert [m["id"] for m in r.json()["data"]] == ["echo"]
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v1/chat/completions",
+            json={"model": "echo", "messages": [{"role": "user", "content": "ping"}]},
+            timeout=30,
+        ).json()
+        assert answer["choices"][0]["message"]["content"] == "ping"
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert f"echo at http://127.0.0.1:{port}/v1" in err
+
+
+def test_cli_serve_unknown_model_is_a_one_line_error(tmp_path: Path) -> None:
+    from bridges.cli import main
+
+    config = tmp_path / "serve.yaml"
+    config.write_text("name: s\nmodels:\n  - {name: echo, kind: python, target: 'tests._alpaca_models:EchoModel'}\n")
+    assert main(["serve", str(config), "--model", "judge"]) == 2
