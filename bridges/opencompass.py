@@ -194,6 +194,7 @@ def _check_ceval(data_dir: Path, dataset: dict[str, Any], key: str) -> None:
 
 # Loader class name -> how to check its local files before anything runs. Others: the folder must exist.
 DATA_CHECKS: dict[str, Callable[[Path, dict[str, Any], str], None]] = {"CEvalDataset": _check_ceval}
+DATA_LAYOUTS: dict[str, str] = {"CEvalDataset": "a C-Eval folder: {dev,val,test}/<subject>_<split>.csv"}
 
 
 class _Builtin:
@@ -230,9 +231,10 @@ class _Builtin:
         self.datasets = datasets
         self.data_dir = resolve(entry.data_dir)
         if not self.data_dir.is_dir():
+            loaders = sorted({str(d.get("type")) for d in datasets})
+            layout = next((DATA_LAYOUTS[t] for t in loaders if t in DATA_LAYOUTS), f"the files {entry.name} reads")
             raise BenchbridgeError(
-                f"{key}.data_dir: {self.data_dir}: data folder not found (put {entry.name}'s files there; "
-                "nothing is downloaded)"
+                f"{key}.data_dir: {self.data_dir}: data folder not found (expected {layout}; nothing is downloaded)"
             )
         for d in datasets:
             DATA_CHECKS.get(str(d.get("type")), lambda *a: None)(self.data_dir, d, f"{key}.data_dir")
@@ -435,13 +437,26 @@ def model_config(spec: ModelSpec, options: OpenCompassOptions) -> dict[str, Any]
     return MODEL_CONFIGS.get(spec.kind, layer_model)(spec, options)
 
 
-def _check_paths(spec: ModelSpec, key: str) -> None:
+LOCAL_PATH_FIELDS = ("path", "tokenizer_path", "peft_path")
+
+
+def localized(spec: ModelSpec, key: str) -> ModelSpec:
+    """The spec with its local paths checked and made absolute: OpenCompass runs in the output folder.
+
+    A path that starts with `/`, `.` or `~` is local (relative ones are relative to the working
+    directory, as for the model layer); anything else (``org/name``) is a hub id left as is.
+    """
     from bridges.models._hf import check_local_path
 
-    for field in ("path", "tokenizer_path", "peft_path"):
+    updates = {}
+    for field in LOCAL_PATH_FIELDS:
         value = getattr(spec, field, None)
-        if isinstance(value, str) and (field != "path" or spec.kind == "hf"):
-            check_local_path(value, f"{key}.{field}")
+        if not isinstance(value, str) or (field == "path" and spec.kind != "hf"):
+            continue
+        check_local_path(value, f"{key}.{field}")
+        if value.startswith((".", "/", "~")):
+            updates[field] = str(Path(value).expanduser().resolve())
+    return spec.model_copy(update=updates) if updates else spec
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -469,9 +484,8 @@ class OpenCompassBridge(Bridge):
         dupes = sorted({a for a in abbrs if abbrs.count(a) > 1})
         if dupes:
             raise BenchbridgeError(f"{where}: dataset abbr(s) used twice: {', '.join(dupes)}")
-        for i, spec in enumerate(self.config.models):
-            _check_paths(spec, f"{self.config.path}: models[{i}]")
-        key_envs = {s.api_key_env for s in self.config.models if isinstance(s, OpenAISpec)}
+        self.models = [localized(spec, f"{self.config.path}: models[{i}]") for i, spec in enumerate(self.config.models)]
+        key_envs = {s.api_key_env for s in self.models if isinstance(s, OpenAISpec)}
         if len(key_envs) > 1:
             raise BenchbridgeError(
                 f"{self.config.path}: models: OpenCompass reads one OPENAI_API_KEY, but the openai models use "
@@ -544,7 +558,7 @@ class OpenCompassBridge(Bridge):
                 )
             if len(b.abbrs) > 1:
                 groups.append({"name": b.benchmark, "subsets": b.abbrs})
-        models = [model_config(spec, self.opts) for spec in self.config.models]
+        models = [model_config(spec, self.opts) for spec in self.models]
         runner = self.runner_config()
         text = self._config_text(imports, builtin_code, dataset_entries, models, runner, groups)
         cfg_path = out_dir / self.config_file
@@ -552,7 +566,7 @@ class OpenCompassBridge(Bridge):
         manifest = {
             "config": self.config_file,
             "config_hash": self.ctx.config_hash,
-            "models": [s.name for s in self.config.models],
+            "models": [s.name for s in self.models],
             "datasets": manifest_datasets,
             "groups": groups,
         }
@@ -569,7 +583,7 @@ class OpenCompassBridge(Bridge):
         runner: dict[str, Any],
         groups: list[dict[str, Any]],
     ) -> str:
-        keys = sorted({s.api_key_env for s in self.config.models if isinstance(s, OpenAISpec)})
+        keys = sorted({s.api_key_env for s in self.models if isinstance(s, OpenAISpec)})
         key_note = f"\n# openai models read OPENAI_API_KEY (export it from ${keys[0]})." if keys else ""
         head = [
             f"# OpenCompass config written by benchbridge from {self.config.path}",
@@ -609,7 +623,7 @@ class OpenCompassBridge(Bridge):
         env = dict(os.environ)
         env.setdefault("USE_TF", "0")  # transformers would import tensorflow (installed by evals): ~8 s a process
         env["PYTHONUNBUFFERED"] = "1"
-        for spec in self.config.models:
+        for spec in self.models:
             if isinstance(spec, OpenAISpec):
                 from bridges._config import _environment
 
