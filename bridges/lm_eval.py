@@ -39,7 +39,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridges._errors import BenchbridgeError
-from bridges._records import Record, failure
+from bridges._records import Record
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
@@ -328,7 +328,7 @@ class LMEvalBridge(Bridge):
             allowed = self.config.dataset_frameworks.get(ds.name)
             if allowed and self.name in allowed and ds.kind not in KINDS:
                 raise BenchbridgeError(
-                    f"{self.config.path}: datasets: {ds.name} is a {ds.kind!r} dataset; lm_eval runs mcq and qa only"
+                    f"{self.config.path}: datasets: {ds.name} is of kind {ds.kind!r}; lm_eval runs mcq and qa only"
                 )
         self.datasets = self.config.datasets_for(self.name, KINDS)
         if not self.datasets and not self.options.builtin_tasks:
@@ -643,15 +643,9 @@ class LMEvalBridge(Bridge):
         return records
 
     def _failed(self, model: str, benchmark: str, metric: str, error: str) -> Record:
-        return failure(
-            run_id=self.ctx.run_id,
-            model=model,
-            framework=self.name,
-            framework_version=self.version(),
-            benchmark=benchmark,
-            metric=metric,
-            error=error,
-            config_hash=self.ctx.config_hash,
+        """A failed cell with its reason, never a 0 score."""
+        return self.record(
+            model=model, benchmark=benchmark, metric=metric, status="failed", error=error[-2000:], primary=True
         )
 
     def _requested(self, model: str) -> list[tuple[str, str, str]]:
