@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 from bridges._errors import BenchbridgeError
-from bridges.models._layer import ChatRequest, ChatResponse, TokenLogprob
 from bridges.models._spec import HFSpec
+from bridges.models._types import ChatRequest, ChatResponse, TokenLogprob
 
 
 def check_local_path(path: str, what: str) -> None:
@@ -18,6 +19,25 @@ def check_local_path(path: str, what: str) -> None:
         raise BenchbridgeError(
             f"{what}: {path}: model folder not found (point it at local weights; no hub downloads here)"
         )
+
+
+def fingerprint(spec: HFSpec) -> str:
+    """Names, sizes and modification times of the files in the model, tokenizer and adapter folders.
+
+    New weights at the same path make new cache keys, and the model is not loaded to find out.
+    """
+    h = hashlib.sha256()
+    for ref in (spec.path, spec.tokenizer_path, spec.peft_path):
+        if not ref:
+            continue
+        folder = Path(ref).expanduser()
+        h.update(f"{ref}\n".encode())
+        if folder.is_dir():
+            for f in sorted(folder.iterdir()):
+                if f.is_file():
+                    st = f.stat()
+                    h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
 
 
 class HFBackend:

@@ -1,64 +1,71 @@
 """The model layer: every call benchbridge itself makes to a model goes through `Model.generate`.
 
-One place for system prompts, default generation settings, batching and concurrency, so that
-caching, retries and rate limits apply to every bridge at once.
+One place for system prompts, default generation settings, the response cache, batching,
+concurrency, rate limits and retries, so that they apply to every bridge at once.
+
+What a call does: complete each request with the spec's defaults and system prompt; look every
+answer up in the response cache (a request is the same question when the spec's identity, the
+kind's fingerprint and every request field agree: the display name and limits do not count);
+ask the backend only the rest (identical requests once), `batch_size` at a time for batched
+backends and `max_concurrency` at a time for the others; write each answer to the cache the
+moment it arrives, so a killed run resumes without asking again.
+
+Sampling without a seed (`temperature > 0`, `seed: null`): the cache keeps the draw it got, and a
+rerun replays it, which is what makes a resumed run end with the results of an uninterrupted
+one. Identical unseeded sampled requests in one call are distinct draws (each gets an index in
+its key), so asking the same prompt n times still gives n samples. For fresh draws, change the
+seed or run with `--no-cache`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import fields, replace
 from typing import Any, Protocol
 
 from bridges._registry import import_target
+from bridges.models._cache import ResponseCache, Usage, response_cache
+from bridges.models._limits import Throttle
 from bridges.models._spec import MODEL_KINDS, ModelSpec
+from bridges.models._types import (
+    ChatRequest,
+    ChatResponse,
+    Messages,
+    ModelRequestRejected,
+    ModelUnavailable,
+    RetryableModelError,
+    TokenLogprob,
+    as_messages,
+)
 
-Messages = tuple[tuple[str, str], ...]
+__all__ = [
+    "Backend",
+    "ChatRequest",
+    "ChatResponse",
+    "Messages",
+    "Model",
+    "ModelRequestRejected",
+    "ModelUnavailable",
+    "Progress",
+    "RetryableModelError",
+    "TokenLogprob",
+    "as_messages",
+    "get_model",
+]
 
-
-def as_messages(messages: Sequence[dict[str, str]] | str) -> Messages:
-    """Chat messages (or one user prompt) in the hashable form requests carry."""
-    if isinstance(messages, str):
-        return (("user", messages),)
-    return tuple((m["role"], m["content"]) for m in messages)
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    messages: Messages
-    max_new_tokens: int | None = None
-    temperature: float | None = None
-    stop: tuple[str, ...] | None = None
-    seed: int | None = None
-    logprobs: bool = False
-    top_logprobs: int = 0
-    # OpenAI-style forced tool call: the tool's JSON schema and name (AlpacaEval's chatgpt_fn judge).
-    tool: tuple[str, str] | None = None  # (name, json.dumps(parameters schema))
-
-    def message_dicts(self) -> list[dict[str, str]]:
-        return [{"role": r, "content": c} for r, c in self.messages]
-
-
-@dataclass
-class TokenLogprob:
-    token: str
-    logprob: float
-    top: list[tuple[str, float]] = field(default_factory=list)
-
-
-@dataclass
-class ChatResponse:
-    text: str
-    logprobs: list[TokenLogprob] | None = None
-    tool_arguments: str | None = None  # JSON text of the forced tool call's arguments
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
+CACHE_KEY_VERSION = 1
+_REQUEST_DEFAULTS = {f.name: f.default for f in fields(ChatRequest) if f.name != "messages"}
 
 
 class Backend(Protocol):
-    """What a model kind implements. `generate` receives at most `spec.batch_size` requests."""
+    """What a model kind implements. `generate` receives at most `spec.batch_size` requests.
+
+    Raise `RetryableModelError` for what a retry may fix, `ModelRequestRejected` for what it cannot.
+    """
 
     batched: bool  # True: one call handles a batch (hf); False: one request per call, run concurrently
 
@@ -68,13 +75,26 @@ class Backend(Protocol):
 Progress = Callable[[int], None]
 
 
+def estimated_tokens(req: ChatRequest) -> int:
+    """Prompt (characters/4, as OpenAI's rule of thumb) plus the most the answer may take."""
+    return sum(len(c) for _, c in req.messages) // 4 + 4 * len(req.messages) + (req.max_new_tokens or 0)
+
+
+def tokens_of(req: ChatRequest, resp: ChatResponse) -> int:
+    used = resp.prompt_tokens + resp.completion_tokens
+    return used or (sum(len(c) for _, c in req.messages) + len(resp.text)) // 4
+
+
 class Model:
-    """A model spec bound to its backend (created on first use)."""
+    """A model spec bound to its backend (created on first cache miss: a fully cached run never loads it)."""
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self._backend: Backend | None = None
+        self._fingerprint: str | None = None
+        self.identity = spec.identity()
         self._lock = threading.Lock()
+        self.throttle = Throttle(spec.limits, spec.name)
 
     @property
     def backend(self) -> Backend:
@@ -83,6 +103,14 @@ class Model:
                 backend_cls = import_target(MODEL_KINDS.get(self.spec.kind).backend)
                 self._backend = backend_cls(self.spec)  # type: ignore[operator]
             return self._backend
+
+    @property
+    def fingerprint(self) -> str:
+        with self._lock:
+            if self._fingerprint is None:
+                target = MODEL_KINDS.get(self.spec.kind).fingerprint
+                self._fingerprint = str(import_target(target)(self.spec)) if target else ""  # type: ignore[operator]
+            return self._fingerprint
 
     def _complete_request(self, req: ChatRequest) -> ChatRequest:
         gen = self.spec.generation
@@ -98,28 +126,132 @@ class Model:
             seed=gen.seed if req.seed is None else req.seed,
         )
 
-    def generate(self, requests: Sequence[ChatRequest], progress: Progress | None = None) -> list[ChatResponse]:
-        """Answers `requests` in order."""
-        full = [self._complete_request(r) for r in requests]
+    def cache_keys(self, requests: Sequence[ChatRequest]) -> list[str]:
+        """One key per (completed) request; see the module docstring for what it covers."""
+        prefix = {"v": CACHE_KEY_VERSION, "model": self.identity, "fingerprint": self.fingerprint}
+        draws: dict[str, int] = {}
+        keys = []
+        for req in requests:
+            # Fields at their default are left out, so adding a field to ChatRequest keeps old keys valid.
+            fields_set = {k: getattr(req, k) for k, d in _REQUEST_DEFAULTS.items() if getattr(req, k) != d}
+            payload = json.dumps({**prefix, "messages": req.messages, **fields_set}, sort_keys=True)
+            key = hashlib.sha256(payload.encode()).hexdigest()
+            if (req.temperature or 0) > 0 and req.seed is None:
+                draw = draws.get(key, 0)
+                draws[key] = draw + 1
+                if draw:
+                    key = hashlib.sha256(f"{key}/draw{draw}".encode()).hexdigest()
+            keys.append(key)
+        return keys
+
+    def _ask(self, cache: ResponseCache, batch: list[tuple[str, ChatRequest]]) -> list[ChatResponse]:
+        """One backend call (with retries) for a batch of cache misses; the answers are cached at once."""
         backend = self.backend
+        requests = [r for _, r in batch]
+        estimate = sum(estimated_tokens(r) for r in requests)
+        out = self.throttle.call(
+            lambda: backend.generate(requests), estimate, on_retry=lambda: cache.count(Usage(retries=1))
+        )
+        if len(out) != len(requests):
+            raise RuntimeError(f"model {self.spec.name!r} returned {len(out)} answers for {len(requests)} prompts")
+        used = sum(r.prompt_tokens + r.completion_tokens for r in out)
+        if used and self.throttle.tokens:
+            self.throttle.tokens.refund(estimate - used)
+        cache.put_many(self.identity, zip((k for k, _ in batch), out, strict=True))
+        cache.count(Usage(calls=1))
+        return out
+
+    def generate(self, requests: Sequence[ChatRequest], progress: Progress | None = None) -> list[ChatResponse]:
+        """Answers `requests` in order: from the cache where it can, from the model for the rest."""
+        full = [self._complete_request(r) for r in requests]
+        keys = self.cache_keys(full)
+        cache = response_cache()
+        answers = cache.get_many(keys)
+        todo: dict[str, ChatRequest] = {}
+        for key, req in zip(keys, full, strict=True):
+            if key not in answers:
+                todo.setdefault(key, req)
+        wanted: dict[str, int] = {}
+        for key in keys:
+            wanted[key] = wanted.get(key, 0) + 1
+        if progress and len(keys) > len(todo):
+            progress(sum(n for k, n in wanted.items() if k in answers))
+        try:
+            self._answer_misses(cache, todo, wanted, answers, progress)
+        finally:
+            # Tokens saved: every answer this call did not have to ask for (cached, or a duplicate of one asked).
+            asked_at = {k: i for i, k in reversed(list(enumerate(keys))) if k in todo}
+            saved = sum(
+                tokens_of(full[i], answers[k]) for i, k in enumerate(keys) if k in answers and asked_at.get(k) != i
+            )
+            cache.count(Usage(hits=len(keys) - len(todo), misses=len(todo), tokens_saved=saved))
+            cache.flush(force=False)
+        return [answers[k] for k in keys]
+
+    def _answer_misses(
+        self,
+        cache: ResponseCache,
+        todo: dict[str, ChatRequest],
+        wanted: dict[str, int],
+        answers: dict[str, ChatResponse],
+        progress: Progress | None,
+    ) -> None:
+        if not todo:
+            return
+        backend = self.backend
+        pending = list(todo.items())
+        if backend.batched:
+            # Similar lengths together: less padding per batch (answers are matched by key, not position).
+            pending.sort(key=lambda kr: sum(len(c) for _, c in kr[1].messages))
         size = self.spec.batch_size if backend.batched else 1
-        chunks = [full[i : i + size] for i in range(0, len(full), size)]
+        batches = [pending[i : i + size] for i in range(0, len(pending), size)]
 
-        def run(chunk: list[ChatRequest]) -> list[ChatResponse]:
-            out = backend.generate(chunk)
-            if len(out) != len(chunk):
-                raise RuntimeError(f"model {self.spec.name!r} returned {len(out)} answers for {len(chunk)} prompts")
-            if progress:
-                progress(len(chunk))
-            return out
+        lock = threading.Lock()
 
-        workers = 1 if backend.batched else min(self.spec.limits.max_concurrency, len(chunks)) or 1
+        def done(batch: list[tuple[str, ChatRequest]], out: list[ChatResponse]) -> None:
+            with lock:  # progress callbacks are called one at a time, whichever thread finished
+                for (key, _), resp in zip(batch, out, strict=True):
+                    answers[key] = resp
+                if progress:
+                    progress(sum(wanted[k] for k, _ in batch))
+
+        workers = 1 if backend.batched else min(self.spec.limits.max_concurrency, len(batches))
         if workers == 1:
-            results = [run(c) for c in chunks]
-        else:
-            with ThreadPoolExecutor(workers, thread_name_prefix=f"model-{self.spec.name}") as pool:
-                results = list(pool.map(run, chunks))
-        return [r for chunk in results for r in chunk]
+            for batch in batches:
+                done(batch, self._ask(cache, batch))
+            return
+        # Plain threads pulling from one queue: cheaper per request than executor futures, which
+        # matters at hundreds of requests a second. The first failure stops the others taking more.
+        queue = deque(batches)
+        errors: list[BaseException] = []
+        stop = threading.Event()
+
+        def work() -> None:
+            while not stop.is_set():
+                with lock:
+                    if not queue:
+                        return
+                    batch = queue.popleft()
+                try:
+                    out = self._ask(cache, batch)
+                except BaseException as exc:  # handed to the calling thread, which raises it
+                    errors.append(exc)
+                    stop.set()
+                    return
+                done(batch, out)
+
+        threads = [
+            threading.Thread(target=work, name=f"model-{self.spec.name}-{i}", daemon=True) for i in range(workers)
+        ]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            stop.set()  # e.g. Ctrl-C in the caller: the workers finish the request in hand and stop
+        if errors:
+            raise errors[0]
 
     def chat(self, conversations: Sequence[Sequence[dict[str, str]] | str], **settings: Any) -> list[str]:
         """Convenience: a list of conversations (or prompts) -> a list of answer texts."""
@@ -132,7 +264,7 @@ _MODELS_LOCK = threading.Lock()
 
 
 def get_model(spec: ModelSpec) -> Model:
-    """One `Model` per spec per process, so a loaded HF model is reused across bridges."""
+    """One `Model` per spec per process, so a loaded HF model (and its concurrency limit) is shared by bridges."""
     key = spec.model_dump_json()
     with _MODELS_LOCK:
         if key not in _MODELS:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from bridges._errors import BenchbridgeError
 from bridges._registry import Registry, import_target
-from bridges.models._layer import ChatRequest, ChatResponse
 from bridges.models._spec import PythonSpec
+from bridges.models._types import ChatRequest, ChatResponse
 
 PYTHON_MODELS: Registry[Any] = Registry("python model")
 
@@ -29,6 +32,27 @@ def render_prompt(messages: list[dict[str, str]]) -> str:
     if len(messages) == 1:
         return messages[0]["content"]
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def fingerprint(spec: PythonSpec) -> str:
+    """The source of the target's module and of `imports`: editing the model's code makes new cache keys.
+
+    Read from the files without running them. Data the callable reads (files named in `args`) is
+    not covered: change an argument, or run with `--no-cache`, after changing it.
+    """
+    modules = list(spec.imports)
+    if ":" in spec.target:
+        modules.append(spec.target.partition(":")[0])
+    h = hashlib.sha256()
+    for name in modules:
+        h.update(f"{name}\n".encode())
+        try:
+            found = importlib.util.find_spec(name)
+        except ModuleNotFoundError:
+            found = None  # the backend, built on a cache miss, names the missing module
+        if found is not None and found.origin and Path(found.origin).is_file():
+            h.update(Path(found.origin).read_bytes())
+    return h.hexdigest()[:16]
 
 
 class PythonBackend:

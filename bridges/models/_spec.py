@@ -27,13 +27,22 @@ class Generation(_Strict):
 
 
 class Limits(_Strict):
-    """How hard the model layer may push this model (issue: model layer at speed)."""
+    """How hard the model layer may push this model, and how it retries (`limits:` in a model's YAML).
 
-    max_concurrency: int = Field(4, ge=1)
-    requests_per_minute: float | None = Field(None, gt=0)
-    tokens_per_minute: float | None = Field(None, gt=0)
-    max_retries: int = Field(6, ge=0)
-    timeout_s: float = Field(120.0, gt=0)
+    Concurrency and rate limits hold per process (all threads); a framework that starts several
+    processes gets them per process, and the upstream's 429s with `Retry-After` cover the rest.
+    """
+
+    max_concurrency: int = Field(4, ge=1, description="requests (or batches) in flight at once")
+    requests_per_minute: float | None = Field(None, gt=0, description="token bucket; None: unlimited")
+    tokens_per_minute: float | None = Field(None, gt=0, description="prompt + max_new_tokens, corrected by usage")
+    max_retries: int = Field(6, ge=0, description="retries of a 429/5xx/timeout/dropped connection")
+    timeout_s: float = Field(120.0, gt=0, description="per attempt")
+    backoff_s: float = Field(0.5, ge=0, description="first retry waits up to this (full jitter), doubling")
+    backoff_max_s: float = Field(30.0, ge=0, description="cap of one backoff wait")
+    max_retry_after_s: float = Field(
+        300.0, ge=0, description="a Retry-After longer than this (a daily quota, say) fails now instead of waiting"
+    )
 
 
 class ModelSpec(_Strict):
@@ -85,16 +94,30 @@ class PythonSpec(ModelSpec):
 
 
 class ModelKind(BaseModel):
-    """A registry entry: the spec type and where its backend lives (imported lazily)."""
+    """A registry entry: the spec type and where its backend lives (imported lazily).
+
+    `fingerprint` ("module:function", spec -> str) adds to the response cache key what the spec's
+    fields cannot show changed: the weights in an `hf` folder, the source of a `python` model.
+    It must be cheap and must not load the model: a fully cached rerun never loads it.
+    """
 
     spec: type[ModelSpec]
     backend: str
+    fingerprint: str | None = None
 
 
 MODEL_KINDS: Registry[ModelKind] = Registry("model kind")
-MODEL_KINDS.register("hf")(ModelKind(spec=HFSpec, backend="bridges.models._hf:HFBackend"))
+MODEL_KINDS.register("hf")(
+    ModelKind(spec=HFSpec, backend="bridges.models._hf:HFBackend", fingerprint="bridges.models._hf:fingerprint")
+)
 MODEL_KINDS.register("openai")(ModelKind(spec=OpenAISpec, backend="bridges.models._openai:OpenAIBackend"))
-MODEL_KINDS.register("python")(ModelKind(spec=PythonSpec, backend="bridges.models._python:PythonBackend"))
+MODEL_KINDS.register("python")(
+    ModelKind(
+        spec=PythonSpec,
+        backend="bridges.models._python:PythonBackend",
+        fingerprint="bridges.models._python:fingerprint",
+    )
+)
 
 
 def parse_model_spec(raw: Any, where: str = "model") -> ModelSpec:

@@ -1,0 +1,275 @@
+"""The persistent response cache every model call goes through, and its hit/miss report.
+
+One SQLite file (WAL, so readers never block the writer and several processes share it safely:
+OpenCompass, `oaieval` and lm-eval call the layer from their own subprocesses). An answer is
+written the moment it arrives, so a run killed at any point loses none it already paid for.
+
+Where it lives and whether it is used come from the environment, so that framework subprocesses
+inherit the run's choice: `BENCHBRIDGE_CACHE` (file path; default
+`$XDG_CACHE_HOME/benchbridge/responses.sqlite`, i.e. `~/.cache/...`), `BENCHBRIDGE_NO_CACHE=1`
+(neither read nor write answers), `BENCHBRIDGE_CACHE_SESSION` (the run id the counts are filed
+under). `configure_cache` sets them; `benchbridge run` calls it from the run config's `cache:`.
+
+Counts (hits, misses, model calls, retries, tokens saved) are kept per process in memory and
+written to the same file under the session id: at the end of each `generate` (at most every
+half second) and at exit; `cache_report(session)` adds up every process of a run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+from bridges.models._types import ChatResponse, TokenLogprob
+
+ENV_PATH = "BENCHBRIDGE_CACHE"
+ENV_DISABLED = "BENCHBRIDGE_NO_CACHE"
+ENV_SESSION = "BENCHBRIDGE_CACHE_SESSION"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS usage (
+    session TEXT NOT NULL,
+    process TEXT NOT NULL,
+    hits INTEGER NOT NULL,
+    misses INTEGER NOT NULL,
+    calls INTEGER NOT NULL,
+    retries INTEGER NOT NULL,
+    tokens_saved INTEGER NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (session, process)
+);
+"""
+
+
+def default_cache_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "benchbridge" / "responses.sqlite"
+
+
+def configure_cache(
+    path: str | os.PathLike[str] | None = None, *, enabled: bool = True, session: str | None = None
+) -> None:
+    """Chooses the cache for this process and every subprocess it starts afterwards (via the environment).
+
+    `path=None` keeps `$BENCHBRIDGE_CACHE` (or the default); `session` files the counts under a run id.
+    """
+    if path is not None:
+        os.environ[ENV_PATH] = str(Path(path).expanduser().resolve())
+    if enabled:
+        os.environ.pop(ENV_DISABLED, None)
+    else:
+        os.environ[ENV_DISABLED] = "1"
+    if session is not None:
+        os.environ[ENV_SESSION] = session
+
+
+@dataclass
+class Usage:
+    """What the cache saved, for one process or summed over a session."""
+
+    hits: int = 0  # answers served from the cache (or shared with an identical request in the same batch)
+    misses: int = 0  # answers the model had to give
+    calls: int = 0  # backend calls that returned (a batch of an hf/python model is one call)
+    retries: int = 0  # attempts that failed transiently and were retried
+    tokens_saved: int = 0  # usage tokens of cached answers (characters/4 where the backend reports none)
+
+    def add(self, other: Usage) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass
+class CacheReport(Usage):
+    path: str = ""
+    enabled: bool = True
+    session: str = ""
+
+    def line(self) -> str:
+        if not self.enabled:
+            return f"response cache off: {self.misses} answers asked of the models in {self.calls} calls"
+        total = self.hits + self.misses
+        return (
+            f"response cache: {self.hits} hits, {self.misses} misses of {total} answers"
+            f" ({self.calls} model calls, {self.retries} retries), ~{self.tokens_saved} tokens saved [{self.path}]"
+        )
+
+
+def response_to_json(resp: ChatResponse) -> str:
+    return json.dumps(asdict(resp), ensure_ascii=False, separators=(",", ":"))
+
+
+def response_from_json(text: str) -> ChatResponse:
+    data = json.loads(text)
+    if data.get("logprobs") is not None:
+        data["logprobs"] = [
+            TokenLogprob(t["token"], t["logprob"], [(tok, lp) for tok, lp in t.get("top") or []])
+            for t in data["logprobs"]
+        ]
+    known = {f.name for f in fields(ChatResponse)}
+    return ChatResponse(**{k: v for k, v in data.items() if k in known})
+
+
+class ResponseCache:
+    """Answers by key in one SQLite file. Thread-safe (one connection, one lock); process-safe (WAL)."""
+
+    def __init__(self, path: Path, *, enabled: bool, session: str) -> None:
+        self.path = path
+        self.enabled = enabled
+        self.session = session
+        self.usage = Usage()
+        self._process = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._lock = threading.Lock()  # the connection
+        self._pending_lock = threading.Lock()  # rows waiting for a commit, and the counts
+        self._pending: list[tuple[str, str, str, float]] = []
+        self._queued = 0  # rows ever queued
+        self._committed = 0  # rows ever committed (a prefix of the queue)
+        self._last_flush = 0.0
+        self._conn: sqlite3.Connection | None = None
+
+    def _db(self) -> sqlite3.Connection:
+        # Opened on first use: a process that never calls a model never creates the file.
+        if self._conn is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 60000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # NORMAL in WAL mode: a commit survives the process being killed (not a power cut), no fsync per answer.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(_SCHEMA)
+            self._conn = conn
+        return self._conn
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, ChatResponse]:
+        if not self.enabled or not keys:
+            return {}
+        found: dict[str, ChatResponse] = {}
+        unique = list(dict.fromkeys(keys))
+        with self._lock:
+            db = self._db()
+            for i in range(0, len(unique), 500):
+                part = unique[i : i + 500]
+                marks = ",".join("?" * len(part))
+                for key, text in db.execute(f"SELECT key, response FROM responses WHERE key IN ({marks})", part):
+                    found[key] = response_from_json(text)
+        return found
+
+    def put_many(self, model: str, items: Iterable[tuple[str, ChatResponse]]) -> None:
+        """Stores answers; returns once they are committed.
+
+        Group commit: threads that arrive while a commit is running queue their rows, and the next
+        one to get the connection commits them all in one transaction. At 32 threads that is a
+        few commits instead of one per answer, and no thread waits behind a queue of commits.
+        """
+        if not self.enabled:
+            return
+        now = time.time()
+        rows = [(key, model, response_to_json(resp), now) for key, resp in items]
+        with self._pending_lock:
+            self._pending.extend(rows)
+            self._queued += len(rows)
+            ticket = self._queued
+        with self._lock:
+            if self._committed >= ticket:
+                return  # another thread committed these rows with its own
+            with self._pending_lock:
+                batch, self._pending = self._pending, []
+                upto = self._queued
+            db = self._db()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)", batch)
+            except BaseException:
+                db.execute("ROLLBACK")
+                with self._pending_lock:
+                    self._pending[:0] = batch
+                raise
+            db.execute("COMMIT")
+            self._committed = upto
+
+    def count(self, usage: Usage) -> None:
+        with self._pending_lock:
+            self.usage.add(usage)
+
+    def flush(self, *, force: bool = True) -> None:
+        """Writes this process's counts under the session (idempotent: absolute totals per process)."""
+        if not force and time.monotonic() - self._last_flush < 0.5:
+            return
+        with self._lock:
+            with self._pending_lock:
+                u = replace(self.usage)
+            if u == Usage() and self._conn is None:
+                return
+            self._last_flush = time.monotonic()
+            self._db().execute(
+                "INSERT OR REPLACE INTO usage VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.session, self._process, u.hits, u.misses, u.calls, u.retries, u.tokens_saved, time.time()),
+            )
+
+    def report(self, session: str | None = None) -> CacheReport:
+        self.flush()
+        session = session or self.session
+        with self._lock:
+            row = (
+                self._db()
+                .execute(
+                    "SELECT COALESCE(SUM(hits),0), COALESCE(SUM(misses),0), COALESCE(SUM(calls),0),"
+                    " COALESCE(SUM(retries),0), COALESCE(SUM(tokens_saved),0) FROM usage WHERE session = ?",
+                    (session,),
+                )
+                .fetchone()
+            )
+        return CacheReport(*row, path=str(self.path), enabled=self.enabled, session=session)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+
+_CURRENT: tuple[tuple[str, str, str], ResponseCache] | None = None
+_CURRENT_LOCK = threading.Lock()
+_PROCESS_SESSION = f"process-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def response_cache() -> ResponseCache:
+    """The cache the environment currently chooses (reopened when `configure_cache` changes it)."""
+    global _CURRENT
+    settings = (
+        os.environ.get(ENV_PATH) or str(default_cache_path()),
+        os.environ.get(ENV_DISABLED, ""),
+        os.environ.get(ENV_SESSION) or _PROCESS_SESSION,
+    )
+    with _CURRENT_LOCK:
+        if _CURRENT is None or _CURRENT[0] != settings:
+            if _CURRENT is not None:
+                _CURRENT[1].flush()
+                _CURRENT[1].close()
+            path, disabled, session = settings
+            _CURRENT = (settings, ResponseCache(Path(path), enabled=disabled in ("", "0"), session=session))
+        return _CURRENT[1]
+
+
+def cache_report(session: str | None = None) -> CacheReport:
+    """Hits, misses, model calls and tokens saved for a session (default: the current one), all processes."""
+    return response_cache().report(session)
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    if _CURRENT is not None:
+        _CURRENT[1].flush()
