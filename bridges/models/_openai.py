@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
+import ssl
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
-
-import httpx
+from typing import Any
 
 from bridges._errors import BenchbridgeError
-from bridges.models._layer import ChatRequest, ChatResponse, TokenLogprob
+from bridges.models._http import HTTPPool
 from bridges.models._spec import OpenAISpec
+from bridges.models._types import (
+    ChatRequest,
+    ChatResponse,
+    ModelRequestRejected,
+    RetryableModelError,
+    TokenLogprob,
+)
 
 
 def read_secret(name: str) -> str | None:
@@ -25,7 +36,48 @@ def read_secret(name: str) -> str | None:
     return None
 
 
+# Worth another try (the OpenAI SDK's own choice); any other 4xx is a request a retry cannot fix.
+RETRY_STATUS = frozenset({408, 409, 429})
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """`retry-after-ms` (OpenAI) or `Retry-After` in seconds or as an HTTP date; None when absent."""
+    if ms := headers.get("retry-after-ms"):
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def error_message(data: bytes) -> str:
+    try:
+        payload = json.loads(data)
+        return str(payload["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return data[:300].decode("utf-8", "replace").strip() or "(empty body)"
+
+
+def error_code(data: bytes) -> str | None:
+    try:
+        return json.loads(data)["error"].get("code")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 class OpenAIBackend:
+    """One request per call; the layer runs `limits.max_concurrency` of them at once (see `_http` for the transport)."""
+
     batched = False
 
     def __init__(self, spec: OpenAISpec) -> None:
@@ -35,11 +87,12 @@ class OpenAIBackend:
             raise BenchbridgeError(
                 f"model {spec.name}: api_key_env: ${spec.api_key_env} is not set (set it in the environment or .env)"
             )
-        self.client = httpx.Client(
-            base_url=spec.base_url.rstrip("/"),
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=spec.limits.timeout_s,
-        )
+        self.url = spec.base_url.rstrip("/") + "/chat/completions"
+        self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        try:
+            self.http = HTTPPool(spec.base_url, spec.limits.max_concurrency, spec.limits.timeout_s)
+        except BenchbridgeError as exc:
+            raise BenchbridgeError(f"model {spec.name}: {exc}") from None
 
     def request_body(self, req: ChatRequest) -> dict:
         body: dict = {
@@ -48,6 +101,8 @@ class OpenAIBackend:
             "max_tokens": req.max_new_tokens,
             "temperature": req.temperature,
         }
+        if self.spec.generation.top_p is not None:
+            body["top_p"] = self.spec.generation.top_p
         if req.stop:
             body["stop"] = list(req.stop)
         if req.seed is not None:
@@ -61,13 +116,32 @@ class OpenAIBackend:
             body["tool_choice"] = {"type": "function", "function": {"name": name}}
         return body
 
+    def post(self, req: ChatRequest) -> ChatResponse:
+        where = f"model {self.spec.name}: POST {self.url}"
+        body = json.dumps(self.request_body(req)).encode()
+        try:
+            resp = self.http.post("/chat/completions", body, self.headers)
+        except (socket.gaierror, ssl.SSLCertVerificationError) as exc:  # a retry cannot fix a name or a certificate
+            raise ModelRequestRejected(f"{where}: {exc}") from None
+        except (OSError, http.client.HTTPException) as exc:  # timeouts, refused or dropped connections
+            raise RetryableModelError(f"{where}: {type(exc).__name__}: {exc}") from exc
+        status = resp.status
+        if status == 200:
+            try:
+                return parse_chat_completion(json.loads(resp.data))
+            except (ValueError, KeyError, IndexError, TypeError) as exc:
+                raise RetryableModelError(f"{where}: unreadable answer ({exc}): {resp.data[:200]!r}") from exc
+        message = f"{where} -> {status}: {error_message(resp.data)}"
+        if status == 429 and error_code(resp.data) == "insufficient_quota":
+            raise ModelRequestRejected(message)
+        if status in RETRY_STATUS or status >= 500:
+            raise RetryableModelError(message, retry_after_seconds(resp.headers))
+        if status in (401, 403):
+            message += f" (check ${self.spec.api_key_env})"
+        raise ModelRequestRejected(message)
+
     def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
-        out = []
-        for req in requests:
-            resp = self.client.post("/chat/completions", json=self.request_body(req))
-            resp.raise_for_status()
-            out.append(parse_chat_completion(resp.json()))
-        return out
+        return [self.post(req) for req in requests]
 
 
 def parse_chat_completion(data: dict) -> ChatResponse:
