@@ -44,6 +44,14 @@ class PublishSettings(BaseModel):
     organization: str = "benchbridge"  # who ran the evaluations (Every Eval Ever source_metadata)
 
 
+class CacheSettings(BaseModel):
+    """The model layer's response cache (bridges/models/_cache.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = None  # default: $BENCHBRIDGE_CACHE, else ~/.cache/benchbridge/responses.sqlite
+    enabled: bool = True  # false: answers are neither read from nor written to the cache
+
+
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -57,6 +65,7 @@ class RunConfig(BaseModel):
     datasets: list[DatasetRef] = Field(default_factory=list)
     frameworks: dict[str, dict[str, Any]] = Field(default_factory=dict)
     publish: PublishSettings = Field(default_factory=PublishSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
 
 
 class LoadedConfig:
@@ -105,6 +114,11 @@ class LoadedConfig:
     @property
     def results_db(self) -> Path:
         return self.resolve(self.cfg.results_db) if self.cfg.results_db else self.work_dir / "results.sqlite"
+
+    @property
+    def cache_path(self) -> Path | None:
+        """The config's response cache file, or None to keep `$BENCHBRIDGE_CACHE` / the default."""
+        return self.resolve(self.cfg.cache.path) if self.cfg.cache.path else None
 
     def model(self, name: str, key: str) -> ModelSpec:
         for m in self.models:

@@ -18,6 +18,7 @@ from bridges._config import LoadedConfig
 from bridges._errors import BenchbridgeError, FrameworkFailure
 from bridges._records import Record, failure, now_iso
 from bridges.frameworks import FRAMEWORKS, Bridge, RunContext
+from bridges.models import CacheReport, cache_report, configure_cache
 
 KEY_PACKAGES = ("benchbridge", "torch", "transformers", "datasets", "numpy", "pandas")
 
@@ -126,6 +127,7 @@ class RunOutcome:
     run_dir: Path
     db: Path
     frameworks: list[FrameworkOutcome] = field(default_factory=list)
+    cache: CacheReport | None = None  # hits, misses and tokens saved by the response cache, all processes
 
     @property
     def ok(self) -> bool:
@@ -159,11 +161,17 @@ def run(
     *,
     force: bool = False,
     progress: Callable[[str], None] = lambda m: None,
+    cache: bool = True,
 ) -> RunOutcome:
-    """Runs each selected framework; each one's records are stored as soon as it ends."""
+    """Runs each selected framework; each one's records are stored as soon as it ends.
+
+    `cache=False` (`--no-cache`) bypasses the response cache. The cache choice and the run id are
+    put in the environment, so framework subprocesses use the same cache and their counts add up.
+    """
     from leaderboards.store import ResultsStore
 
     run_id = new_run_id()
+    configure_cache(config.cache_path, enabled=cache and config.cfg.cache.enabled, session=run_id)
     config_hash = config.config_hash()
     bridges = make_bridges(
         config, only, {"run_id": run_id, "config_hash": config_hash, "force": force, "progress": progress}
@@ -199,4 +207,5 @@ def run(
         seconds = (datetime.now(UTC) - t0).total_seconds()
         outcome.frameworks.append(FrameworkOutcome(bridge.name, status, records, seconds, error))
         progress(f"[{bridge.name}] {status} in {seconds:.1f}s, {len(records)} records")
+    outcome.cache = cache_report(run_id)
     return outcome

@@ -75,7 +75,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     config = load_config(args.config)
-    outcome = run(config, _split(args.only), force=args.force, progress=lambda m: console.log(m))
+    outcome = run(
+        config, _split(args.only), force=args.force, progress=lambda m: console.log(m), cache=not args.no_cache
+    )
     table = Table(title=f"benchbridge run {outcome.run_id}")
     for col in ("framework", "model", "benchmark", "metric", "value", "status"):
         table.add_column(col)
@@ -93,6 +95,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 r.status if r.status == "ok" else f"failed: {(r.error or '')[:80]}",
             )
     Console().print(table)
+    if outcome.cache:
+        console.print(outcome.cache.line())
     console.print(f"run dir: {outcome.run_dir}\nresults: {outcome.db}")
     return 0 if outcome.ok else 1
 
@@ -148,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config")
     run.add_argument("--only", help="comma-separated frameworks (default: all in the config)")
     run.add_argument("--force", action="store_true", help="rerun work a framework would skip as done")
+    run.add_argument(
+        "--no-cache", action="store_true", help="ask the models again: neither read nor write the response cache"
+    )
     run.set_defaults(handler=cmd_run)
 
     serve = sub.add_parser("serve", help="serve a model from the config behind an OpenAI-compatible API")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,11 @@ os.environ.setdefault("USE_TF", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The model layer's response cache: a fresh file for this test session (framework subprocesses
+# inherit it), never the user's ~/.cache/benchbridge. Removed at exit.
+_CACHE_DIR = tempfile.mkdtemp(prefix="benchbridge-test-cache-")
+os.environ.setdefault("BENCHBRIDGE_CACHE", os.path.join(_CACHE_DIR, "responses.sqlite"))
+atexit.register(shutil.rmtree, _CACHE_DIR, True)
 
 
 @pytest.fixture(scope="session")
