@@ -1,0 +1,422 @@
+"""The model layer at speed: response cache, concurrency, rate limits, retries, resume.
+
+Real loopback HTTP servers (`bridges.loopback`, 127.0.0.1, bounded lifetime) stand in for the
+upstream; `tests._layer_models.CountingModel` counts the calls of a `python` model across
+processes. Timing is asserted loosely (order and counts); speed lives in benchmarks/model_layer.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridges import load_config
+from bridges.cli import build_parser
+from bridges.loopback import Faults, LoopbackUpstream
+from bridges.models import (
+    ChatRequest,
+    Model,
+    ModelRequestRejected,
+    ModelUnavailable,
+    RetryableModelError,
+    cache_report,
+    configure_cache,
+    get_model,
+    parse_model_spec,
+    response_cache,
+)
+from bridges.models._cache import ENV_DISABLED, ENV_PATH, ENV_SESSION
+from bridges.models._limits import TokenBucket
+from tests._layer_models import read_log
+from tests.conftest import ROOT
+
+KEY_ENV = "BENCHBRIDGE_TEST_UPSTREAM_KEY"
+
+
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own cache file and session; subprocesses inherit both."""
+    path = tmp_path / "cache.sqlite"
+    monkeypatch.setenv(ENV_PATH, str(path))
+    monkeypatch.setenv(ENV_SESSION, f"test-{tmp_path.name}")
+    monkeypatch.setenv(ENV_DISABLED, "")  # recorded, so configure_cache(enabled=False) is undone after the test
+    monkeypatch.setenv(KEY_ENV, "sk-loopback")
+    return path
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[LoopbackUpstream]:
+    with LoopbackUpstream(latency_s=0.02, max_seconds=300) as up:
+        yield up
+
+
+def counting_spec(log: Path, name: str = "counter", **extra: Any) -> dict[str, Any]:
+    spec = {"name": name, "kind": "python", "target": "tests._layer_models:CountingModel", "args": {"log": str(log)}}
+    return {**spec, **extra}
+
+
+def openai_spec(up: LoopbackUpstream, name: str = "loop", **limits: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "kind": "openai",
+        "model": "loopback",
+        "base_url": up.base_url,
+        "api_key_env": KEY_ENV,
+        "limits": {"backoff_s": 0.05, **limits},
+    }
+
+
+def questions(n: int, **settings: Any) -> list[ChatRequest]:
+    return [ChatRequest((("user", f"question {i}"),), **settings) for i in range(n)]
+
+
+def fresh(spec: dict[str, Any]) -> Model:
+    """A new Model object (nothing loaded, no in-process state) for the spec."""
+    return Model(parse_model_spec(spec))
+
+
+def answered(up: LoopbackUpstream) -> int:
+    return sum(up.stats()["answered"].values())
+
+
+# --- the response cache -------------------------------------------------------------------------
+
+
+def test_cache_hits_only_for_the_same_question_to_the_same_model(tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    first = fresh(counting_spec(log)).generate(questions(5))
+    assert len(read_log(str(log))) == 5
+
+    # Another display name, other limits, another batch size: the same model -> all hits.
+    renamed = counting_spec(log, name="renamed", limits={"max_concurrency": 9}, batch_size=2)
+    assert fresh(renamed).generate(questions(5)) == first
+    assert len(read_log(str(log))) == 5
+
+    # Each of these changes the answer a model would give -> misses.
+    changes = [
+        (counting_spec(log, system_prompt="Answer briefly."), {}),
+        (counting_spec(log, generation={"max_new_tokens": 7}), {}),
+        (counting_spec(log, generation={"temperature": 0.5, "seed": 1}), {}),
+        (counting_spec(log, args={"log": str(log), "prefix": "v2-"}), {}),
+        (counting_spec(log), {"seed": 3}),
+        (counting_spec(log), {"stop": ("\n",)}),
+        (counting_spec(log), {"logprobs": True, "top_logprobs": 2}),
+        (counting_spec(log), {"tool": ("pick", '{"type": "object"}')}),
+    ]
+    for i, (spec, settings) in enumerate(changes, start=1):
+        fresh(spec).generate(questions(5, **settings))
+        assert len(read_log(str(log))) == 5 + 5 * i, (spec, settings)
+
+    # A request the spec would complete identically (its default max_new_tokens spelled out) is a hit.
+    fresh(counting_spec(log)).generate(questions(5, max_new_tokens=256))
+    assert len(read_log(str(log))) == 5 + 5 * len(changes)
+
+    report = cache_report()
+    assert (report.misses, report.hits) == (5 + 5 * len(changes), 10)
+    assert report.calls == 1 + len(changes)  # a python model answers a batch of up to 8 in one call
+    assert report.tokens_saved > 0
+
+
+def test_identical_requests_in_one_call_are_asked_once_and_progress_counts_them(tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    seen: list[int] = []
+    reqs = questions(3) * 3
+    out = fresh(counting_spec(log)).generate(reqs, progress=seen.append)
+    assert [o.text for o in out[:3]] == [o.text for o in out[3:6]] == [o.text for o in out[6:]]
+    assert len(read_log(str(log))) == 3
+    assert sum(seen) == 9
+    seen.clear()
+    fresh(counting_spec(log)).generate(reqs, progress=seen.append)
+    assert seen == [9]
+
+
+def test_editing_a_python_models_source_is_a_new_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    module = tmp_path / "pymods" / "editable_model.py"
+    module.parent.mkdir()
+    module.write_text("def answer(batch):\n    return ['one' for _ in batch]\n")
+    monkeypatch.syspath_prepend(str(module.parent))
+    spec = {"name": "edit", "kind": "python", "target": "editable_model:answer"}
+    assert fresh(spec).chat(["q"]) == ["one"]
+    module.write_text("def answer(batch):\n    return ['second' for _ in batch]\n")
+    sys.modules.pop("editable_model", None)
+    assert fresh(spec).chat(["q"]) == ["second"]
+
+
+def test_no_cache_neither_reads_nor_writes(tmp_path: Path) -> None:
+    log = tmp_path / "calls.log"
+    fresh(counting_spec(log)).generate(questions(4))
+    configure_cache(enabled=False)
+    fresh(counting_spec(log)).generate(questions(4) + questions(6)[4:])
+    assert len(read_log(str(log))) == 4 + 6
+    configure_cache(enabled=True)
+    fresh(counting_spec(log)).generate(questions(6))
+    assert len(read_log(str(log))) == 4 + 6 + 2  # questions 4 and 5 were not written while off
+
+
+def test_cache_is_shared_by_processes_running_at_once(tmp_path: Path, own_cache: Path) -> None:
+    """Three subprocesses write overlapping answers at the same time; then the parent asks nothing."""
+    log = tmp_path / "calls.log"
+    spec = json.dumps(counting_spec(log, batch_size=1))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests._layer_models", spec, "60", str(tmp_path / f"out{i}.json")], env=env
+        )
+        for i in range(3)
+    ]
+    for p in procs:
+        assert p.wait(timeout=120) == 0
+    outs = [json.loads((tmp_path / f"out{i}.json").read_text()) for i in range(3)]
+    assert outs[0] == outs[1] == outs[2]
+    asked = len(read_log(str(log)))
+    assert 60 <= asked <= 180  # racing processes may each ask a question before another's answer lands
+
+    again = fresh(counting_spec(log, batch_size=1)).generate(questions(60))
+    assert [a.text for a in again] == outs[0]
+    assert len(read_log(str(log))) == asked  # a warm rerun makes zero model calls
+    report = cache_report()  # every process filed its counts under this test's session
+    assert report.hits + report.misses == 4 * 60
+    assert report.misses == asked
+    with sqlite3.connect(own_cache) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 60
+
+
+def test_unseeded_sampling_keeps_its_draws(upstream: LoopbackUpstream) -> None:
+    """temperature > 0 without a seed: n identical requests are n draws; a rerun replays them."""
+    spec = openai_spec(upstream, name="sampler")
+    reqs = [ChatRequest((("user", "tell me a story"),), temperature=0.8)] * 3
+    before = answered(upstream)
+    first = [a.text for a in fresh(spec).generate(reqs)]
+    assert len(set(first)) == 3  # the upstream draws at random: three different answers
+    assert [a.text for a in fresh(spec).generate(reqs)] == first
+    assert answered(upstream) - before == 3
+
+
+def test_hf_model_answers_from_the_cache_without_loading(tiny_model_path: Path) -> None:
+    spec = {"name": "tiny", "kind": "hf", "path": str(tiny_model_path), "batch_size": 2}
+    spec["generation"] = {"max_new_tokens": 4}
+    model = fresh(spec)
+    first = model.generate(questions(5))
+    assert model._backend is not None
+    again = fresh(spec)
+    assert again.generate(questions(5)) == first
+    assert again._backend is None  # all five from the cache: the weights were never loaded
+
+
+# --- concurrency, rate limits, retries ------------------------------------------------------------
+
+
+def test_concurrency_limit_holds_across_threads(upstream: LoopbackUpstream) -> None:
+    upstream.reset()
+    model = get_model(parse_model_spec(openai_spec(upstream, name="five", max_concurrency=5)))
+    errors: list[BaseException] = []
+
+    def ask(offset: int) -> None:
+        try:
+            model.generate([ChatRequest((("user", f"c{offset} {i}"),)) for i in range(30)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(t,)) for t in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    stats = upstream.stats()
+    assert stats["statuses"] == {"200": 90}
+    assert stats["max_in_flight"] == 5  # three callers, one model: never more than its limit
+    assert model.throttle.max_in_flight == 5
+
+
+def test_token_bucket_paces_after_its_burst() -> None:
+    bucket = TokenBucket(rate_per_minute=1200, burst=5)  # 20 a second, 5 at once
+    t0 = time.monotonic()
+    bucket.acquire(5)
+    assert time.monotonic() - t0 < 0.1
+    bucket.acquire(5)
+    assert time.monotonic() - t0 >= 0.2
+    bucket.acquire(25)  # more than a burst: waits for a full bucket, then leaves it in debt
+    t1 = time.monotonic()
+    bucket.acquire(1)
+    assert time.monotonic() - t1 >= 0.9  # the debt of 20, and 1 more, paid at 20 a second
+    bucket.refund(100)
+    t2 = time.monotonic()
+    bucket.acquire(5)
+    assert time.monotonic() - t2 < 0.1
+
+
+def test_requests_per_minute_limit(upstream: LoopbackUpstream) -> None:
+    upstream.reset()
+    spec = openai_spec(upstream, name="rpm", max_concurrency=8, requests_per_minute=240)  # 4 a second
+    fresh(spec).generate(questions(12))
+    arrivals = sorted(upstream.stats()["arrivals"])
+    assert len(arrivals) == 12
+    assert sum(a - arrivals[0] < 0.5 for a in arrivals) <= 6  # a burst of 4, then one every 0.25 s
+    assert arrivals[-1] - arrivals[0] >= 1.5  # 8 after the burst at 4 a second: ~2 s
+
+
+def test_retry_after_is_honoured_by_the_whole_model() -> None:
+    faults = Faults(burst_every=4, burst_s=1.0)  # requests 4, 8, ... open one second of 429s
+    with LoopbackUpstream(latency_s=0.01, faults=faults, max_seconds=120) as up:
+        out = fresh(openai_spec(up, name="polite", max_concurrency=4)).generate(questions(10))
+        stats = up.stats()
+    assert len(out) == 10
+    assert stats["statuses"]["429"] >= 1
+    assert stats["early_retries"] == 0  # nobody came back before the time it was told
+    assert sum(stats["answered"].values()) == 10
+    assert cache_report().retries == stats["statuses"]["429"]
+
+
+def test_fault_injection_loses_no_answer_and_changes_none() -> None:
+    """500 requests through 20% 500s, 5% dropped connections and 429 bursts == a clean upstream."""
+    faults = Faults(error_rate=0.2, drop_rate=0.05, burst_every=150, burst_s=1.0, seed=7)
+    reqs = questions(500)
+    limits = {"max_concurrency": 32, "max_retries": 12, "backoff_s": 0.02, "backoff_max_s": 0.5}
+    with LoopbackUpstream(latency_s=0.005, faults=faults, max_seconds=120) as up:
+        faulty = [a.text for a in fresh(openai_spec(up, name="faulty", **limits)).generate(reqs)]
+        stats = up.stats()
+    report = cache_report()
+    configure_cache(enabled=False)
+    with LoopbackUpstream(latency_s=0.005, max_seconds=120) as up:
+        clean = [a.text for a in fresh(openai_spec(up, name="clean")).generate(reqs)]
+    assert faulty == clean
+    assert len(set(faulty)) == 500
+    assert stats["statuses"]["500"] > 50 and stats["statuses"]["dropped"] > 10 and stats["statuses"]["429"] > 0
+    assert sorted(stats["answered"].values()) == [1] * 500  # each answered once: nothing lost, nothing doubled
+    assert stats["early_retries"] == 0
+    assert report.retries == stats["requests"] - 500
+
+
+def test_unauthorized_fails_fast_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    with LoopbackUpstream(latency_s=0.0, api_key="the-right-key", max_seconds=60) as up:
+        t0 = time.monotonic()
+        with pytest.raises(ModelRequestRejected) as info:
+            fresh(openai_spec(up, name="locked", max_concurrency=4)).generate(questions(40))
+        assert time.monotonic() - t0 < 5
+        assert up.stats()["statuses"]["401"] <= 4  # the first answers stop the rest: no retries, no queue
+    message = str(info.value)
+    assert "401" in message and "Incorrect API key" in message and f"${KEY_ENV}" in message
+    assert info.value.exit_code == 2
+
+
+def test_not_found_and_unreachable_upstreams_fail_without_hanging(upstream: LoopbackUpstream) -> None:
+    spec = openai_spec(upstream, name="wrongpath")
+    spec["base_url"] = upstream.root + "/v2"
+    with pytest.raises(ModelRequestRejected, match="404"):
+        fresh(spec).generate(questions(1))
+    closed = openai_spec(upstream, name="closed", max_retries=2, backoff_s=0.01)
+    closed["base_url"] = "http://127.0.0.1:9/v1"  # the discard port: connection refused
+    t0 = time.monotonic()
+    with pytest.raises(ModelUnavailable, match="gave up after 3 attempts"):
+        fresh(closed).generate(questions(1))
+    assert time.monotonic() - t0 < 5
+
+
+def test_python_models_can_ask_for_a_retry(tmp_path: Path) -> None:
+    class Flaky:
+        batched = True
+        calls = 0
+
+        def generate(self, requests: list[ChatRequest]) -> list:
+            Flaky.calls += 1
+            if Flaky.calls < 3:
+                raise RetryableModelError("busy", retry_after=0.05)
+            from bridges.models import ChatResponse
+
+            return [ChatResponse(text="ok") for _ in requests]
+
+    model = fresh(counting_spec(tmp_path / "unused.log", limits={"backoff_s": 0.01}))
+    model._backend = Flaky()
+    assert model.chat(["q"]) == ["ok"]
+    assert Flaky.calls == 3
+    assert cache_report().retries == 2
+
+
+# --- resume after a kill ------------------------------------------------------------------------
+
+
+def run_driver(spec: dict[str, Any], n: int, out: Path, **env_extra: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
+    cmd = [sys.executable, "-m", "tests._layer_models", json.dumps(spec), str(n), str(out)]
+    return subprocess.Popen(cmd, env=env)
+
+
+def test_killed_run_resumes_without_asking_again_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = tmp_path / "calls.log"
+    spec = counting_spec(log, batch_size=4)
+    # SIGKILL on the 5th batch, 16 answers in; the same spec, so the resumed run has the same cache keys.
+    proc = run_driver(spec, 40, tmp_path / "killed.json", COUNTING_MODEL_KILL_AT_CALL="5")
+    assert proc.wait(timeout=120) == -signal.SIGKILL
+    assert len(read_log(str(log))) == 16
+    proc = run_driver(spec, 40, tmp_path / "resumed.json")
+    assert proc.wait(timeout=120) == 0
+    calls = read_log(str(log))
+    assert len(calls) == 40 and len(set(calls)) == 40  # the union of both runs' calls: each question once
+
+    monkeypatch.setenv(ENV_PATH, str(tmp_path / "other-cache.sqlite"))
+    proc = run_driver(counting_spec(tmp_path / "clean.log", batch_size=4), 40, tmp_path / "clean.json")
+    assert proc.wait(timeout=120) == 0
+    resumed = json.loads((tmp_path / "resumed.json").read_text())
+    assert resumed == json.loads((tmp_path / "clean.json").read_text())
+
+
+def test_killed_run_resumes_without_asking_again_openai(tmp_path: Path, own_cache: Path) -> None:
+    """SIGKILL from outside while 4 requests are in flight: what was cached is never asked again."""
+    with LoopbackUpstream(latency_s=0.02, max_seconds=120) as up:
+        spec = openai_spec(up, name="resumable", max_concurrency=4)
+        proc = run_driver(spec, 200, tmp_path / "killed.json")
+        deadline = time.monotonic() + 60
+        while answered(up) < 60 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=30) == -signal.SIGKILL
+        time.sleep(0.3)  # requests in flight at the kill still reach the upstream's counters
+        with sqlite3.connect(own_cache) as db:
+            cached = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        first_run = answered(up)
+        assert 60 <= cached <= first_run < 200
+        proc = run_driver(spec, 200, tmp_path / "resumed.json")
+        assert proc.wait(timeout=120) == 0
+        stats = up.stats()
+    second_run = sum(stats["answered"].values()) - first_run
+    assert second_run == 200 - cached  # no cached answer was asked again
+    assert first_run - cached <= 4  # only answers in flight at the kill were asked twice
+    assert len(stats["answered"]) == 200
+
+    with LoopbackUpstream(latency_s=0.0, max_seconds=60) as clean:
+        configure_cache(enabled=False)
+        expected = fresh(openai_spec(clean, name="clean")).generate(questions(200))
+    assert json.loads((tmp_path / "resumed.json").read_text()) == [a.text for a in expected]
+
+
+# --- configuration ------------------------------------------------------------------------------
+
+
+def test_run_config_and_cli_choose_the_cache(tmp_path: Path) -> None:
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(
+        "name: t\nmodels:\n  - {name: m, kind: python, target: 'tests._layer_models:CountingModel', "
+        "args: {log: x}, limits: {max_concurrency: 2, requests_per_minute: 30, max_retries: 1}}\n"
+        "cache: {path: cache/answers.sqlite, enabled: false}\n"
+    )
+    cfg = load_config(cfg_path)
+    assert cfg.cache_path == tmp_path / "cache" / "answers.sqlite"
+    assert cfg.cfg.cache.enabled is False
+    assert cfg.models[0].limits.requests_per_minute == 30
+    assert build_parser().parse_args(["run", str(cfg_path), "--no-cache"]).no_cache is True
+    configure_cache(cfg.cache_path, enabled=False, session="run-1")
+    cache = response_cache()
+    assert (cache.path, cache.enabled, cache.session) == (cfg.cache_path, False, "run-1")
