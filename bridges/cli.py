@@ -56,13 +56,28 @@ def cmd_board(args: argparse.Namespace) -> int:
 
     from leaderboards.board import board_from_cli, failure_notes, rich_table
 
-    board, _ = board_from_cli(
-        args.config, args.db, average_over=_split(args.average_over), subsets=args.subsets or None
-    )
+    board, _ = board_from_cli(args.config, args.db, average_over=args.average_over, subsets=args.subsets or None)
     console = Console()
     console.print(rich_table(board, console.width))
     for note in failure_notes(board):
         console.print(Text(f"failed: {note}", style="red"), soft_wrap=True)
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from leaderboards.publish import publish_from_cli
+
+    published = publish_from_cli(
+        args.config,
+        args.db,
+        args.out,
+        average_over=args.average_over,
+        subsets=args.subsets or None,
+        title=args.title,
+    )
+    for path in published.files:
+        print(path)
+    print(f"page: {published.index_html}")
     return 0
 
 
@@ -144,9 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     board = sub.add_parser("board", help="print the merged leaderboard: models x framework/benchmark/metric")
     board.add_argument("config", nargs="?", help="run config (its results database and publish settings)")
     board.add_argument("--db", help="a results database instead of a config")
-    board.add_argument("--average-over", help="comma-separated column ids or patterns (e.g. 'lm_eval/*')")
+    board.add_argument(
+        "--average-over", action="append", help="a column id or pattern to average over (repeatable; e.g. 'lm_eval/*')"
+    )
     board.add_argument("--subsets", action="store_true", help="a column per subset (e.g. C-Eval subject)")
     board.set_defaults(handler=cmd_board)
+
+    pub = sub.add_parser("publish", help="write the board as CSV, Markdown, HTML page, xlsx, OpenCompass and EEE files")
+    pub.add_argument("config", nargs="?", help="run config (its results database and publish settings)")
+    pub.add_argument("--db", help="a results database instead of a config")
+    pub.add_argument("--out", help="folder to (re)write (default: the config's publish.out or WORK_DIR/leaderboard)")
+    pub.add_argument("--title", help="page title (default: the config's publish.title or name)")
+    pub.add_argument(
+        "--average-over", action="append", help="a column id or pattern to average over (repeatable; e.g. 'lm_eval/*')"
+    )
+    pub.add_argument("--subsets", action="store_true", help="a column per subset (e.g. C-Eval subject)")
+    pub.set_defaults(handler=cmd_publish)
 
     run = sub.add_parser("run", help="run the frameworks and store normalized results")
     run.add_argument("config")

@@ -9,7 +9,8 @@ records (`subsets=True` gives every subset its own column instead).
 Each cell shows the latest successful record; a cell whose every attempt failed shows `failed`
 with the reason, and one nobody ran shows `missing`. A failed record with benchmark `*` (a
 framework that failed as a whole) counts against every column of that framework. The average is
-over chosen columns (default: all), a lower-is-better column entering as 100 - value; only rows
+over chosen columns (default: every column with a success, so a column nobody could run is shown
+but does not take every rank away), a lower-is-better column entering as 100 - value; only rows
 with a result in every chosen column get a rank, so a model cannot climb by failing its hard tasks.
 """
 
@@ -307,15 +308,16 @@ def _cell(model: str, column: Column, ok: list[Record], failures: list[Record], 
     return best_cell
 
 
-def _resolve_average(columns: list[Column], patterns: Sequence[str] | None, key: str) -> list[str]:
-    """Column ids matching the patterns. A pattern for a framework that has not run yet matches
-    nothing without complaint (a board built part way through a run); one naming no framework at
-    all is a typo, and an error."""
+def _resolve_average(columns: list[Column], scored: set[str], patterns: Sequence[str] | None, key: str) -> list[str]:
+    """Column ids matching the patterns (default: the `scored` ones, with a success for some model).
+
+    A pattern for a framework that has not run yet matches nothing without complaint (a board built
+    part way through a run); one naming no framework at all is a typo, and an error."""
     from bridges.frameworks import FRAMEWORKS
 
     ids = [c.id for c in columns]
-    if not patterns:
-        return ids
+    if not patterns:  # every column something succeeded in: one nobody could run would leave no rank at all
+        return [c.id for c in columns if c.id in scored]
     known = set(FRAMEWORKS.names()) | {c.framework for c in columns}
     chosen: list[str] = []
     for pattern in patterns:
@@ -370,7 +372,8 @@ def build_board(
             by_id.setdefault(column.id, column)
     columns = sorted(by_id.values(), key=lambda c: (c.framework, c.benchmark == ALL_BENCHMARKS, c.benchmark, c.id))
     names = list(dict.fromkeys([*models, *sorted({r.model for r in records})]))
-    averaged = _resolve_average(columns, average_over, average_key)
+    scored = {_column_of(r, subsets).id for r in shown}
+    averaged = _resolve_average(columns, scored, average_over, average_key)
 
     rows = []
     for model in names:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from bridges._records import Record, failure
 from leaderboards.store import ResultsStore
 
@@ -198,6 +200,22 @@ def manifest_for(run_id: str, framework: str, records: list[Record]) -> dict[str
 
 def sample_records() -> list[Record]:
     return [r for _, records in sample_runs() for r in records]
+
+
+def sample_config(folder: Path, models: list[str], publish: dict[str, Any]) -> Path:
+    """A run config named `sample` whose results database is `folder/results.sqlite` (see
+    `sample_store`), with `models` as keyed python models and the bundled qa_capitals dataset."""
+    target = "bridges.testing:AnswerKeyModel"
+    config = {
+        "name": "sample",
+        "results_db": "results.sqlite",
+        "models": [{"name": m, "kind": "python", "target": target} for m in models],
+        "datasets": [{"path": str(Path(__file__).resolve().parents[1] / "custom_datasets" / "qa_capitals")}],
+        "publish": publish,
+    }
+    path = folder / "sample.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def sample_store(path: str | Path) -> ResultsStore:

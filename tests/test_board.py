@@ -12,8 +12,7 @@ import leaderboards
 from bridges._errors import BenchbridgeError
 from bridges.cli import main
 from leaderboards.board import board_for_config, build_board
-from leaderboards.testing import JUDGE, sample_records, sample_store
-from tests.conftest import DATASETS
+from leaderboards.testing import JUDGE, sample_config, sample_records, sample_store
 
 OC_MCQ = "opencompass/mcq_science_en/accuracy"
 OC_CEVAL = "opencompass/ceval_mini/accuracy"
@@ -182,19 +181,7 @@ def test_board_of_a_config_reads_its_runs_and_lists_its_models(tmp_path: Path) -
     from bridges._config import load_config
 
     sample_store(tmp_path / "results.sqlite")
-    config = tmp_path / "sample.yaml"
-    config.write_text(
-        f"""name: sample
-results_db: results.sqlite
-models:
-  - {{name: {SMOL}, kind: python, target: "bridges.testing:AnswerKeyModel"}}
-  - {{name: not-run-yet, kind: python, target: "bridges.testing:AnswerKeyModel"}}
-datasets:
-  - path: {DATASETS}/qa_capitals
-publish:
-  average_over: ["lm_eval/*", "{OC_MCQ}"]
-"""
-    )
+    config = sample_config(tmp_path, [SMOL, "not-run-yet"], {"average_over": ["lm_eval/*", OC_MCQ]})
     board = board_for_config(load_config(config))
     assert board.title == "sample"
     assert [r.model for r in board.rows][:1] == [TUNED]
@@ -204,6 +191,6 @@ publish:
     other.write_text(config.read_text().replace("name: sample", "name: other"))
     assert board_for_config(load_config(other)).columns == []  # another config's runs are not mixed in
     bad = tmp_path / "bad.yaml"
-    bad.write_text(config.read_text().replace('"lm_eval/*"', '"lm-eval/*"'))
+    bad.write_text(config.read_text().replace("lm_eval/*", "lm-eval/*"))
     with pytest.raises(BenchbridgeError, match=r"bad.yaml: publish.average_over: 'lm-eval/\*' matches no column"):
         board_for_config(load_config(bad))

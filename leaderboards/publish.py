@@ -1,0 +1,641 @@
+"""Publish a board: one folder with the same numbers in every format people use.
+
+    leaderboard.csv           the board as text (the page's table is exactly this)
+    leaderboard.md            the board, its columns, failures and cross-framework agreement
+    index.html                one self-contained static page: sortable, filterable table, every
+                              number linked to its provenance, a chart per benchmark and per model
+    leaderboard.xlsx          the board, provenance, columns and runs as sheets
+    README_OPENCOMPASS.md     OpenCompass's dataset-site format (YAML front matter from the cards)
+    provenance.csv            one row per cell: where its number came from
+    every_eval_ever/*.json    one Every Eval Ever document per evaluation run, schema-validated
+
+Everything is written into a temporary folder next to `out` and renamed into place, so a failure
+leaves the previous board (or nothing) and never half a board. Every text written is escaped for
+its format, and secret values from the environment are masked in all of it.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+import json
+import os
+import re
+import secrets as _random
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from bridges._errors import BenchbridgeError
+from bridges._records import now_iso
+from leaderboards import charts
+from leaderboards._secrets import key_env_names, redact, secret_values
+from leaderboards.board import Board, Cell, board_for_config, board_from_cli, fmt
+
+if TYPE_CHECKING:
+    from bridges._config import LoadedConfig, PublishSettings
+    from bridges.datasets import Dataset
+
+MARKER = ".benchbridge-board"  # marks a folder `publish` made, so it may replace it
+TEMPLATES = Path(__file__).parent / "templates"
+EEE_DIR = "every_eval_ever"
+# OpenCompass's dataset site files a benchmark under one of these dimensions.
+OPENCOMPASS_DIMENSIONS = (
+    "examination",
+    "language",
+    "knowledge",
+    "understanding",
+    "reasoning",
+    "long-context",
+    "safety",
+    "code",
+)
+DIMENSION_BY_KIND = {"mcq": "examination", "qa": "knowledge", "open": "language"}
+OPENCOMPASS_LANGUAGE = {"zh": "cn"}  # the site writes Chinese as "cn"
+PROVENANCE_COLUMNS = {
+    "model": "model",
+    "column": "column",
+    "text": "shown",
+    "status": "status",
+    "reason": "reason",
+    "value": "value as written",
+    "scale": "scale",
+    "stderr": "stderr",
+    "n_samples": "samples",
+    "subsets": "subsets",
+    "framework": "framework",
+    "framework_version": "version",
+    "judge": "judge",
+    "run_id": "run id",
+    "time": "recorded",
+    "started": "run started",
+    "finished": "run finished",
+    "config_hash": "config hash",
+    "git_commit": "git commit",
+    "seed": "seed",
+    "details_path": "details",
+    "attempts": "attempts",
+    "newer_failure": "later failed attempt",
+    "in_average": "in average",
+}
+
+
+@dataclass
+class DatasetInfo:
+    name: str
+    kind: str = ""
+    language: str = ""
+    description: str = ""
+    license: str = ""
+    source: str = ""
+    tags: list[str] = field(default_factory=list)
+    content_hash: str = ""
+    samples: int | None = None
+    example: dict[str, Any] | None = None
+
+
+@dataclass
+class Published:
+    out: Path
+    files: list[Path]
+    board: Board
+
+    @property
+    def index_html(self) -> Path:
+        return self.out / "index.html"
+
+
+def _benchbridge_version() -> str:
+    try:
+        return version("benchbridge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def dataset_infos(board: Board, datasets: Sequence[Dataset] = ()) -> list[DatasetInfo]:
+    """Dataset cards and content hashes from the run manifests, completed by loaded datasets."""
+    infos: dict[str, DatasetInfo] = {}
+    for manifest in board.runs:
+        hashes = manifest.get("datasets") or {}
+        for name, card in (manifest.get("dataset_cards") or {}).items():
+            fields = {k: card[k] for k in ("kind", "language", "description", "license", "source", "tags") if k in card}
+            infos[name] = DatasetInfo(name=name, content_hash=hashes.get(name, ""), **fields)
+    for ds in datasets:
+        example = ds.samples[0].model_dump(mode="json") if ds.samples else None
+        card = ds.card.model_dump(exclude={"name"})
+        infos[ds.name] = DatasetInfo(
+            name=ds.name, content_hash=ds.content_hash, samples=len(ds.samples), example=example, **card
+        )
+    return sorted(infos.values(), key=lambda d: d.name)
+
+
+# ---- CSV -------------------------------------------------------------------------------------
+
+
+def _csv(rows: list[list[str]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
+
+
+def leaderboard_csv(board: Board) -> str:
+    return _csv([board.header(), *board.table()])
+
+
+def _provenance_rows(board: Board) -> list[dict[str, Any]]:
+    return [board.provenance(cell) for cell in board.cells()]
+
+
+def provenance_csv(board: Board) -> str:
+    rows = [[_text(p[k]) for k in PROVENANCE_COLUMNS] for p in _provenance_rows(board)]
+    return _csv([list(PROVENANCE_COLUMNS.values()), *rows])
+
+
+# ---- Markdown --------------------------------------------------------------------------------
+
+
+def md(value: object) -> str:
+    """Text that Markdown (and the HTML it may contain) shows literally, on one table line."""
+    text = _text(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = re.sub(r"[\r\n]+", " ", text)
+    text = re.sub(r"([\\`*\[\]|~])", r"\\\1", text)
+    return re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", text)
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[int] = ()) -> str:
+    """A GitHub table; the columns at the `right` positions are right-aligned (numbers)."""
+    align = ["---:" if i in right else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(md(h) for h in header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(md(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _board_md(board: Board) -> str:
+    header = board.header()
+    return md_table(header, board.table(), right=[0, *range(2, len(header))])
+
+
+def _columns_md(board: Board) -> str:
+    rows = [
+        [
+            c.id,
+            c.framework,
+            ", ".join(_versions(board, c.id)),
+            c.benchmark_label,
+            c.metric,
+            c.judge or "",
+            "higher is better" if c.higher_is_better else "lower is better",
+            "yes" if c.id in board.average_over else "no",
+        ]
+        for c in board.columns
+    ]
+    header = ["column", "framework", "version", "benchmark", "metric", "judge", "direction", "in average"]
+    return md_table(header, rows)
+
+
+def _failures(board: Board) -> list[Cell]:
+    return [cell for cell in board.cells() if cell.status == "failed"]
+
+
+def _agreement(board: Board) -> tuple[list[str], list[list[str]]] | None:
+    """The cross-framework agreement table as text (None when no dataset was scored twice)."""
+    from leaderboards.agreement import MAX_DIFF, METRICS, SAMPLES, agreement_table, framework_columns
+
+    table = agreement_table(board.records)
+    if table.empty:
+        return None
+    values = framework_columns(table)
+    header = ["benchmark", "model", *values, "max diff", "samples", "metrics"]
+    rows = []
+    for (benchmark, subset, model), row in table.iterrows():
+        numbers = [fmt(None if row[c] != row[c] else float(row[c])) for c in [*values, MAX_DIFF]]  # NaN: not scored
+        rows.append([f"{benchmark}:{subset}" if subset else benchmark, model, *numbers, row[SAMPLES], row[METRICS]])
+    return header, rows
+
+
+def leaderboard_md(board: Board, generated: str) -> str:
+    parts = [
+        f"# {md(board.title)}",
+        "",
+        f"Generated {md(generated)} by benchbridge {md(_benchbridge_version())}. Each column is one framework's "
+        "primary metric for one benchmark on a 0-100 scale; a cell shows the latest successful run, `failed` "
+        "that every attempt failed (reasons below), `missing` that it never ran. The average is over "
+        f"{len(board.average_over)} of {len(board.columns)} columns (a lower-is-better column enters as "
+        "100 - value); only models with a result in every averaged column get a rank. Provenance of every "
+        "number: `provenance.csv` and `index.html`.",
+        "",
+        _board_md(board),
+        "",
+        "## Columns",
+        "",
+        _columns_md(board),
+        "",
+    ]
+    failures = _failures(board)
+    if failures:
+        parts += ["## Failed cells", ""]
+        parts += [f"- **{md(c.model)}** × {md(c.column.id)}: {md(c.reason)}" for c in failures]
+        parts.append("")
+    agreement = _agreement(board)
+    if agreement:
+        parts += ["## Cross-framework agreement", "", md_table(*agreement, right=range(2, len(agreement[0]) - 2)), ""]
+    return "\n".join(parts)
+
+
+# ---- OpenCompass dataset site ----------------------------------------------------------------
+
+
+def _fence(text: str) -> str:
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def opencompass_readme(board: Board, infos: list[DatasetInfo], settings: PublishSettings | None, day: str) -> str:
+    """README_OPENCOMPASS.md: the front matter OpenCompass's dataset site reads, then introduction,
+    meta data, leaderboard, examples and citation."""
+    tags = sorted({t for d in infos for t in d.tags} | {d.kind for d in infos if d.kind})
+    dimensions = sorted(
+        {t for t in tags if t in OPENCOMPASS_DIMENSIONS}
+        or {DIMENSION_BY_KIND[d.kind] for d in infos if d.kind in DIMENSION_BY_KIND}
+    )
+    frameworks = ", ".join(board.frameworks) or "no framework yet"
+    desc = (settings.description if settings else None) or (
+        f"{len(infos)} datasets ({', '.join(d.name for d in infos) or 'none'}) scored by {frameworks} "
+        "through benchbridge, merged into one leaderboard."
+    )
+    front = {
+        "name": board.title,
+        "desc": desc,
+        "language": sorted({OPENCOMPASS_LANGUAGE.get(d.language, d.language) for d in infos if d.language}),
+        "dimension": dimensions,
+        "sub_dimension": [t for t in tags if t not in OPENCOMPASS_DIMENSIONS and t not in DIMENSION_BY_KIND],
+        "website": (settings.website if settings else None) or "",
+        "github": (settings.github if settings else None) or "",
+        "paper": (settings.paper if settings else None) or "",
+        "release_date": day,
+        "tag": tags,
+        "download_url": (settings.download_url if settings else None) or "",
+    }
+    parts = [
+        "---",
+        yaml.safe_dump(front, allow_unicode=True, sort_keys=False, width=1000).rstrip(),
+        "---",
+        "## Introduction",
+        "",
+        md(desc),
+        "",
+        f"Models: {md(', '.join(r.model for r in board.rows))}. Frameworks: {md(frameworks)}. Each leaderboard "
+        "column is one framework's primary metric for one dataset, 0-100; `leaderboard.xlsx` and `index.html` "
+        "carry the provenance of every number.",
+        "",
+        "## Meta Data",
+        "",
+        md_table(
+            ["dataset", "kind", "language", "samples", "license", "source", "content sha256"],
+            [[d.name, d.kind, d.language, _text(d.samples), d.license, d.source, d.content_hash] for d in infos],
+        ),
+        "",
+        "## Leaderboard",
+        "",
+        _board_md(board),
+        "",
+    ]
+    examples = [d for d in infos if d.example]
+    if examples:
+        parts += ["## Example", ""]
+        for d in examples:
+            body = json.dumps(d.example, ensure_ascii=False, indent=2)
+            parts += [f"### {md(d.name)}", "", _fence(body) + "json", body, _fence(body), ""]
+    cite = (settings.paper or settings.github or settings.website) if settings else None
+    parts += ["## Citation", "", f"Please cite {md(cite)}." if cite else "No paper; please cite this page.", ""]
+    return "\n".join(parts)
+
+
+# ---- HTML ------------------------------------------------------------------------------------
+
+
+def _versions(board: Board, column_id: str) -> list[str]:
+    return sorted(
+        {
+            cell.record.framework_version
+            for row in board.rows
+            if (cell := row.cells[column_id]).record is not None and cell.status == "ok"
+        }
+    )
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+
+
+def _tip(provenance: dict[str, Any]) -> str:
+    p = provenance
+    parts = [f"{p['framework']} {p['framework_version'] or ''}".strip()]
+    if p["judge"]:
+        parts.append(f"judge {p['judge']}")
+    if p["run_id"]:
+        parts.append(f"run {p['run_id']}")
+    if p["started"] or p["time"]:
+        parts.append(str(p["started"] or p["time"]))
+    if p["n_samples"]:
+        parts.append(f"n={p['n_samples']}")
+    if p["reason"]:
+        parts.append(str(p["reason"]))
+    if p["newer_failure"]:
+        parts.append(f"a later attempt failed: {p['newer_failure']}")
+    return " · ".join(parts)
+
+
+def index_html(board: Board, infos: list[DatasetInfo], generated: str, description: str | None = None) -> str:
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined
+    from markupsafe import Markup
+
+    css = (TEMPLATES / "page.css").read_text(encoding="utf-8")
+    js = (TEMPLATES / "page.js").read_text(encoding="utf-8")
+    csp = (
+        f"default-src 'none'; style-src {_csp_hash(css)}; script-src {_csp_hash(js)}; img-src data:; "
+        "base-uri 'none'; form-action 'none'"
+    )
+    colours = charts.framework_colours(board)
+    provenance = []
+    rows = []
+    index = 0
+    for row in board.rows:
+        cells = []
+        for column in board.columns:
+            cell = row.cells[column.id]
+            index += 1
+            prov_id = f"p-{index}"
+            p = board.provenance(cell)
+            provenance.append({"id": prov_id, "cells": [_text(p[k]) for k in PROVENANCE_COLUMNS]})
+            cells.append(
+                {
+                    "framework": column.framework,
+                    "status": cell.status,
+                    "text": cell.text,
+                    "sort": "" if cell.value_100 is None or cell.status != "ok" else repr(cell.value_100),
+                    "prov_id": prov_id,
+                    "tip": _tip(p),
+                    "averaged": column.id in board.average_over,
+                }
+            )
+        rows.append(
+            {
+                "model": row.model,
+                "rank_text": row.rank_text,
+                "rank_sort": "" if row.rank is None else str(row.rank),
+                "average_text": fmt(row.average),
+                "average_sort": "" if row.average is None else repr(row.average),
+                "coverage": row.coverage,
+                "cells": cells,
+            }
+        )
+    agreement = _agreement(board)
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
+    return env.get_template("index.html.j2").render(
+        title=board.title,
+        description=description,
+        version=_benchbridge_version(),
+        generated=generated,
+        csp=csp,
+        css=Markup(css),
+        js=Markup(js),
+        frameworks=[
+            {"name": fw, "colour": colours[fw], "versions": ", ".join(_fw_versions(board, fw))}
+            for fw in board.frameworks
+        ],
+        averaged_count=len(board.average_over),
+        columns=[
+            {
+                "id": c.id,
+                "framework": c.framework,
+                "versions": ", ".join(_versions(board, c.id)),
+                "benchmark_label": c.benchmark_label,
+                "metric": c.metric,
+                "judge": c.judge,
+                "arrow": c.arrow,
+                "first": "descending" if c.higher_is_better else "ascending",
+                "averaged": c.id in board.average_over,
+            }
+            for c in board.columns
+        ],
+        rows=rows,
+        failures=[{"model": c.model, "column": c.column.id, "reason": c.reason} for c in _failures(board)],
+        legend=Markup(charts.legend(board)),
+        benchmark_charts=[Markup(charts.benchmark_chart(board, b)) for b in board.benchmarks],
+        profile_charts=[Markup(charts.profile_chart(board, r.model)) for r in board.rows],
+        agreement={"header": agreement[0], "rows": agreement[1]} if agreement else None,
+        provenance_header=list(PROVENANCE_COLUMNS.values()),
+        provenance=provenance,
+        runs=[{k: _text(m.get(k)) for k in _RUN_FIELDS} for m in board.runs],
+        datasets=[{**d.__dict__, "samples": _text(d.samples)} for d in infos],
+    )
+
+
+_RUN_FIELDS = (
+    "run_id",
+    "framework",
+    "framework_version",
+    "status",
+    "started",
+    "finished",
+    "n_records",
+    "config_name",
+    "config_hash",
+    "git_commit",
+    "seed",
+    "error",
+)
+
+
+def _fw_versions(board: Board, framework: str) -> list[str]:
+    return sorted({r.framework_version for r in board.records if r.framework == framework})
+
+
+# ---- xlsx ------------------------------------------------------------------------------------
+
+
+def leaderboard_xlsx(board: Board, path: Path, clean: Any) -> None:
+    """Sheets: leaderboard (numbers as numbers, statuses as text, provenance as cell comments),
+    provenance, columns, runs. `clean` masks secrets in every string."""
+    from openpyxl import Workbook
+    from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+    from openpyxl.comments import Comment
+
+    def put(ws: Any, row: int, col: int, value: object) -> Any:
+        cell = ws.cell(row=row, column=col)
+        if isinstance(value, bool) or value is None:
+            cell.value = _text(value) if value is not None else None
+        elif isinstance(value, int | float):
+            cell.value = value
+        else:
+            cell.value = ILLEGAL_CHARACTERS_RE.sub("", clean(str(value)))
+            cell.data_type = "s"  # never a formula, even for text starting with "="
+        return cell
+
+    def sheet(ws: Any, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        for j, h in enumerate(header, start=1):
+            put(ws, 1, j, h).font = bold
+        for i, values in enumerate(rows, start=2):
+            for j, v in enumerate(values, start=1):
+                put(ws, i, j, v)
+        ws.freeze_panes = "C2"
+
+    from openpyxl.styles import Font
+
+    bold = Font(bold=True)
+    wb = Workbook()
+    ws = wb.active
+    ws.title = "leaderboard"
+    texts = board.table()
+    sheet(ws, board.header(), [])
+    for i, (row, text) in enumerate(zip(board.rows, texts, strict=True), start=2):
+        values: list[object] = [row.rank if row.rank is not None else text[0], row.model]
+        values.append(float(text[2]) if row.average is not None else text[2])
+        values.append(row.coverage)
+        for j, values_cell in enumerate(values, start=1):
+            put(ws, i, j, values_cell)
+        for j, column in enumerate(board.columns, start=5):
+            cell = row.cells[column.id]
+            target = put(ws, i, j, float(cell.text) if cell.status == "ok" else cell.text)
+            target.comment = Comment(clean(_tip(board.provenance(cell))), "benchbridge")
+    prov = _provenance_rows(board)
+    sheet(
+        wb.create_sheet("provenance"),
+        list(PROVENANCE_COLUMNS.values()),
+        [[p[k] for k in PROVENANCE_COLUMNS] for p in prov],
+    )
+    sheet(
+        wb.create_sheet("columns"),
+        ["column", "framework", "version", "benchmark", "subset", "metric", "judge", "higher_is_better", "in_average"],
+        [
+            [
+                c.id,
+                c.framework,
+                ", ".join(_versions(board, c.id)),
+                c.benchmark,
+                c.subset,
+                c.metric,
+                c.judge,
+                c.higher_is_better,
+                c.id in board.average_over,
+            ]
+            for c in board.columns
+        ],
+    )
+    sheet(wb.create_sheet("runs"), list(_RUN_FIELDS), [[_text(m.get(k)) for k in _RUN_FIELDS] for m in board.runs])
+    wb.save(path)
+
+
+# ---- the folder ------------------------------------------------------------------------------
+
+
+def _check_target(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise BenchbridgeError(f"{out}: exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise BenchbridgeError(
+            f"{out}: a folder that benchbridge did not publish (no {MARKER}); choose an empty or new --out"
+        )
+
+
+def publish(
+    board: Board,
+    out: str | os.PathLike[str],
+    *,
+    datasets: Sequence[Dataset] = (),
+    settings: PublishSettings | None = None,
+) -> Published:
+    """Writes every format of `board` into `out` (replacing a board published there before)."""
+    out = Path(out).resolve()
+    _check_target(out)
+    generated = now_iso()
+    infos = dataset_infos(board, datasets)
+    masked = secret_values(key_env_names(m for run in board.runs for m in run.get("models") or []))
+
+    def clean(text: str) -> str:
+        return redact(text, masked)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        texts = {
+            "leaderboard.csv": leaderboard_csv(board),
+            "provenance.csv": provenance_csv(board),
+            "leaderboard.md": leaderboard_md(board, generated),
+            "index.html": index_html(board, infos, generated, settings.description if settings else None),
+            "README_OPENCOMPASS.md": opencompass_readme(board, infos, settings, generated[:10]),
+        }
+        organization = settings.organization if settings else "benchbridge"
+        from leaderboards.every_eval_ever import documents
+
+        for name, document in documents(board, organization):
+            texts[f"{EEE_DIR}/{name}"] = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+        for name, text in texts.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / name).write_text(clean(text), encoding="utf-8")
+        leaderboard_xlsx(board, tmp / "leaderboard.xlsx", clean)
+        marker = {"generated": generated, "title": board.title, "files": sorted([*texts, "leaderboard.xlsx"])}
+        (tmp / MARKER).write_text(clean(json.dumps(marker, ensure_ascii=False, indent=2)), encoding="utf-8")
+        for path in [tmp, *tmp.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)  # mkdtemp made it private; a board is for reading
+        _swap(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MARKER)
+    return Published(out, files, board)
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    """Puts `tmp` at `out`; a board already there is moved aside first and removed after."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = out.parent / f".{out.name}.old-{_random.token_hex(4)}"
+    os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(old, out)
+        raise
+    shutil.rmtree(old)
+
+
+def default_out(config: LoadedConfig) -> Path:
+    """Where a config's board goes: `publish.out` (relative to the config), else `<work_dir>/leaderboard`."""
+    out = config.cfg.publish.out
+    return config.resolve(out) if out else config.work_dir / "leaderboard"
+
+
+def publish_config(config: LoadedConfig, out: str | os.PathLike[str] | None = None, **options: Any) -> Published:
+    """Builds the config's board (see `board_for_config`) and publishes it with its datasets' cards,
+    into `out`, else `publish.out`, else `<work_dir>/leaderboard`."""
+    return _publish_config_board(config, board_for_config(config, **options), out)
+
+
+def _publish_config_board(config: LoadedConfig, board: Board, out: str | os.PathLike[str] | None) -> Published:
+    target = Path(out) if out is not None else default_out(config)
+    return publish(board, target, datasets=config.datasets, settings=config.cfg.publish)
+
+
+def publish_from_cli(config_path: str | None, db: str | None, out: str | None, **options: Any) -> Published:
+    """`benchbridge publish [CONFIG | --db PATH] [--out DIR]`."""
+    board, config = board_from_cli(config_path, db, **options)
+    if config is not None:
+        return _publish_config_board(config, board, out)
+    if out is None:
+        raise BenchbridgeError("--out: required with --db (a config may set publish.out instead)")
+    return publish(board, out)

@@ -1,0 +1,385 @@
+"""Publish: the same board as CSV, Markdown, a static page (tested in real headless Chromium), xlsx,
+OpenCompass README and Every Eval Ever JSON; hostile names escaped; secrets nowhere; all or nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridges._errors import BenchbridgeError
+from bridges.cli import main
+from leaderboards import publish as publish_module
+from leaderboards.board import open_board
+from leaderboards.every_eval_ever import validate
+from leaderboards.publish import MARKER, Published, publish
+from leaderboards.testing import manifest_for, sample_config, sample_runs, sample_store
+from tests.conftest import DATASETS, ROOT
+
+CHROMIUM = os.environ.get("BENCHBRIDGE_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+SCRIPT_NAME = "<script>window.__pwned = 1; document.title = 'pwned'</script>"
+ATTRIBUTE_NAME = '"><img src=x onerror="window.__pwned = 2">'
+SECRET = "sk-bb-publish-8f2d6c4a1e9b7350"
+TITLE = "Sample board"
+OC_MCQ = "opencompass/mcq_science_en/accuracy"
+
+
+def _hostile_run() -> tuple[dict[str, Any], list[Any]]:
+    """A run whose model names, benchmark and error would run script if anything were unescaped."""
+    _, records = sample_runs()[0]  # OpenCompass, run a
+    run_id = "20261123-080000-hostile"
+    hostile = [
+        r.model_copy(update={"run_id": run_id, "model": name, "time": "2026-11-23T08:00:00+00:00"})
+        for r in records[:1]
+        for name in (SCRIPT_NAME, ATTRIBUTE_NAME)
+    ]
+    hostile.append(
+        records[0].model_copy(
+            update={
+                "run_id": run_id,
+                "model": SCRIPT_NAME,
+                "benchmark": "</td><script>window.__pwned = 3</script>",
+                "status": "failed",
+                "value": None,
+                "error": f"<b onmouseover=alert(1)>boom</b> Authorization: Bearer {SECRET}",
+            }
+        )
+    )
+    return manifest_for(run_id, "opencompass", hostile), hostile
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
+    folder = tmp_path_factory.mktemp("publish")
+    os.environ["BENCHBRIDGE_PUBLISH_TEST_TOKEN"] = SECRET
+    try:
+        store = sample_store(folder / "results.sqlite")
+        store.add_run(*_hostile_run())
+        yield publish(open_board(folder / "results.sqlite", title=TITLE), folder / "board")
+    finally:
+        del os.environ["BENCHBRIDGE_PUBLISH_TEST_TOKEN"]
+
+
+def _csv(published: Published) -> list[list[str]]:
+    with (published.out / "leaderboard.csv").open(encoding="utf-8", newline="") as f:
+        return list(csv.reader(f))
+
+
+@pytest.fixture(scope="module")
+def browser_page(published: Published) -> Iterator[tuple[Any, list[str]]]:
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} missing: run scripts/setup_browser.sh (scripts/test.sh does)"
+    requests: list[str] = []
+    with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
+        context = pw.chromium.launch_persistent_context(
+            profile,  # a fresh --user-data-dir
+            executable_path=CHROMIUM,
+            args=CHROMIUM_FLAGS,
+            headless=True,
+            viewport={"width": 1400, "height": 1000},
+        )
+        try:
+            page = context.new_page()
+            page.on("request", lambda request: requests.append(request.url))
+            page.goto(published.index_html.as_uri())
+            page.wait_for_load_state("load")
+            yield page, requests
+        finally:
+            context.close()
+
+
+def test_every_file_is_written_and_nothing_else_is_left(published: Published) -> None:
+    names = {p.relative_to(published.out).as_posix() for p in published.files}
+    assert {
+        "leaderboard.csv",
+        "leaderboard.md",
+        "index.html",
+        "leaderboard.xlsx",
+        "README_OPENCOMPASS.md",
+        "provenance.csv",
+    } <= names
+    assert (
+        len([n for n in names if n.startswith("every_eval_ever/")]) == 15 + 2
+    )  # one per run x framework x model: the samples, and two hostile models
+    assert [p.name for p in published.out.parent.iterdir() if p.name.startswith(".")] == []  # no temp dirs
+
+
+def test_page_table_equals_the_csv(published: Published, browser_page: tuple[Any, list[str]]) -> None:
+    page, _ = browser_page
+    header = page.eval_on_selector_all("#board thead th", "ths => ths.map(th => th.dataset.key)")
+    rows = page.eval_on_selector_all(
+        "#board tbody tr", "trs => trs.map(tr => Array.from(tr.cells).map(td => td.innerText.trim()))"
+    )
+    assert [header, *rows] == _csv(published)
+    assert rows[0][:2] == ["1", "smollm2-135m"] and "failed" in rows[1]
+
+
+def test_sorting_by_a_column_header(published: Published, browser_page: tuple[Any, list[str]]) -> None:
+    page, _ = browser_page
+    table = _csv(published)
+    column = "lm_eval/qa_capitals/exact_match"  # numbers, and missing for the hostile models
+    col = table[0].index(column)
+
+    def shown() -> list[tuple[str, str]]:
+        return [
+            tuple(r)
+            for r in page.eval_on_selector_all(
+                "#board tbody tr",
+                f"""trs => trs.map(tr =>
+            [tr.dataset.model, tr.cells[{col}].innerText.trim()])""",
+            )
+        ]
+
+    def order(reverse: bool) -> list[tuple[str, str]]:
+        numbers = sorted((r for r in table[1:] if r[col] not in ("failed", "missing")), key=lambda r: float(r[col]))
+        ranked = list(reversed(numbers)) if reverse else numbers
+        return [(r[1], r[col]) for r in ranked + [r for r in table[1:] if r[col] in ("failed", "missing")]]
+
+    header = page.locator(f'#board thead th[data-key="{column}"]')
+    header.click()
+    assert header.get_attribute("aria-sort") == "descending"
+    first = shown()
+    assert [v for _, v in first] == [v for _, v in order(reverse=True)]  # stable: equal values keep their order
+    assert [v for _, v in first] == ["87.50", "75.00", "0.00", "missing", "missing"]
+    header.click()
+    assert header.get_attribute("aria-sort") == "ascending"
+    assert [v for _, v in shown()] == [v for _, v in order(reverse=False)]
+    page.locator('#board thead th[data-key="model"]').click()
+    assert [m for m, _ in shown()] == sorted(r[1] for r in table[1:])
+    page.locator('#board thead th[data-key="rank"]').click()
+    assert [m for m, _ in shown()][0] == "smollm2-135m"
+
+
+def test_hostile_names_show_as_text_and_run_nothing(browser_page: tuple[Any, list[str]]) -> None:
+    page, _ = browser_page
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.title() == TITLE
+    models = page.eval_on_selector_all("#board tbody tr td.model", "tds => tds.map(td => td.textContent)")
+    assert SCRIPT_NAME in models and ATTRIBUTE_NAME in models
+    assert page.evaluate("document.scripts.length") == 1  # only the page's own
+    assert page.evaluate("document.images.length") == 0
+    assert page.locator("#failures").inner_text().count("<b onmouseover=alert(1)>boom</b>") == 1
+    assert SECRET not in page.content()
+
+
+def test_filters_and_provenance_panel(browser_page: tuple[Any, list[str]]) -> None:
+    page, _ = browser_page
+    page.fill("#model-filter", "tuned")
+    visible = page.eval_on_selector_all("#board tbody tr:not([hidden])", "trs => trs.map(tr => tr.dataset.model)")
+    assert visible == ["smollm2-135m@tuned"]
+    page.fill("#model-filter", "")
+    page.uncheck('input.fw-toggle[value="lm_eval"]')
+    assert page.locator('#board thead th[data-fw="lm_eval"]').first.is_hidden()
+    assert page.locator(f'#board thead th[data-key="{OC_MCQ}"]').is_visible()
+    page.check('input.fw-toggle[value="lm_eval"]')
+
+    cell = page.locator('#board tbody tr[data-model="smollm2-135m"] td[data-fw="opencompass"] a.v').last
+    assert "opencompass 0.5.4" in (cell.get_attribute("title") or "")
+    cell.click()
+    detail = page.locator("#detail")
+    assert detail.is_visible()
+    text = detail.inner_text()
+    for expected in ("20261121-100000-d4e5f6", "0.5.4", OC_MCQ, "2026-11-21T10:02:00+00:00", "samples"):
+        assert expected in text
+    page.keyboard.press("Escape")
+    assert detail.is_hidden()
+
+
+def test_page_loads_nothing_from_the_network_and_a_screenshot_is_kept(
+    published: Published, browser_page: tuple[Any, list[str]]
+) -> None:
+    page, requests = browser_page
+    assert requests == [published.index_html.as_uri()]
+    assert page.locator("section.charts figure > svg").count() == 6 + 5  # per benchmark, per model (hostile too)
+    page.reload()  # the page as a visitor first sees it, not after the other tests' clicks
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "leaderboard.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 20_000
+
+
+def test_xlsx_reopens_to_the_csv_values(published: Published) -> None:
+    from openpyxl import load_workbook
+
+    book = load_workbook(published.out / "leaderboard.xlsx")
+    assert book.sheetnames == ["leaderboard", "provenance", "columns", "runs"]
+    sheet = [list(row) for row in book["leaderboard"].iter_rows(values_only=True)]
+    table = _csv(published)
+    assert sheet[0] == table[0]
+    for got, want in zip(sheet[1:], table[1:], strict=True):
+        for value, text in zip(got, want, strict=True):
+            if isinstance(value, int | float):
+                assert value == float(text), (got, want)
+            else:
+                assert value == text, (got, want)
+    assert book["leaderboard"]["E2"].comment is not None
+    assert SCRIPT_NAME in [row[1] for row in sheet]
+
+
+def test_every_eval_ever_documents_validate(published: Published) -> None:
+    documents = sorted((published.out / "every_eval_ever").glob("*.json"))
+    judged = 0
+    for path in documents:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        validate(document, path.name)
+        for result in document["evaluation_results"]:
+            judged += "llm_scoring" in result["metric_config"]
+    assert judged == 3  # the three models' AlpacaEval win rates
+    broken = json.loads(documents[0].read_text(encoding="utf-8"))
+    broken["source_metadata"]["source_type"] = "rumour"
+    with pytest.raises(ValueError, match="source_metadata/source_type"):
+        validate(broken)
+    lm = next(
+        json.loads(p.read_text()) for p in documents if "20261120-090000-a1b2c3__lm_eval__smollm2-135m-" in p.name
+    )
+    assert lm["eval_library"] == {
+        "name": "lm_eval",
+        "version": "0.4.13",
+        "additional_details": lm["eval_library"]["additional_details"],
+    }
+    acc = next(r for r in lm["evaluation_results"] if r["evaluation_result_id"] == "mcq_science_en/acc")
+    assert acc["score_details"]["score"] == 0.5
+    assert acc["score_details"]["uncertainty"] == {
+        "standard_error": acc["score_details"]["uncertainty"]["standard_error"],
+        "num_samples": 8,
+    }
+
+
+def test_markdown_and_opencompass_readme(published: Published) -> None:
+    text = (published.out / "leaderboard.md").read_text(encoding="utf-8")
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "| 1 | smollm2-135m | 47.92 | 8/8 |" in text
+    assert "## Cross-framework agreement" in text
+    readme = (published.out / "README_OPENCOMPASS.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(readme.split("---\n")[1])
+    assert list(front) == [
+        "name",
+        "desc",
+        "language",
+        "dimension",
+        "sub_dimension",
+        "website",
+        "github",
+        "paper",
+        "release_date",
+        "tag",
+        "download_url",
+    ]
+    assert front["name"] == TITLE and front["language"] == ["cn", "en"]
+    assert {"## Introduction", "## Meta Data", "## Leaderboard", "## Citation"} <= set(readme.splitlines())
+
+
+def test_no_secret_in_any_published_or_stored_file(published: Published) -> None:
+    for path in [*published.out.parent.rglob("*")]:
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_a_failed_publish_leaves_the_previous_board(
+    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    board = open_board(published.out.parent / "results.sqlite")
+    target = tmp_path / "board"
+    first = publish(board, target)
+    before = {p: p.read_bytes() for p in first.files}
+
+    def broken(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(publish_module, "leaderboard_xlsx", broken)
+    with pytest.raises(OSError, match="disk full"):
+        publish(board, target)
+    assert {
+        p: p.read_bytes() for p in sorted(p for p in target.rglob("*") if p.is_file() and p.name != MARKER)
+    } == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["board"]
+    with pytest.raises(OSError):
+        publish(board, tmp_path / "fresh")
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_publish_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(BenchbridgeError, match="benchbridge did not publish"):
+        publish(open_board(sample_runs()[0][1]), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_publish_command_with_a_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sample_store(tmp_path / "results.sqlite")
+    publish_settings = {"out": "site", "title": "Config board", "github": "https://example.org/benchbridge"}
+    config = sample_config(tmp_path, ["smollm2-135m"], publish_settings)
+    assert main(["publish", str(config)]) == 0
+    assert f"page: {tmp_path / 'site' / 'index.html'}" in capsys.readouterr().out
+    readme = (tmp_path / "site" / "README_OPENCOMPASS.md").read_text(encoding="utf-8")
+    front = yaml.safe_load(readme.split("---\n")[1])
+    assert (front["name"], front["github"]) == ("Config board", "https://example.org/benchbridge")
+    assert '"id": "cap-1"' in readme  # an example sample from the loaded dataset
+    assert main(["publish", "--db", str(tmp_path / "results.sqlite")]) == 2
+
+
+@pytest.mark.framework
+def test_a_real_run_leaks_no_secret_into_work_dir_or_board(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lm-eval through the runner: a keyed model called in-process and the same model behind
+    `benchbridge serve`, reached with an API key from the environment; then publish, then grep."""
+    from bridges._config import load_config
+    from bridges._runner import run
+    from bridges.models import parse_model_spec
+    from bridges.serve import serving
+    from leaderboards.publish import publish_config
+
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    monkeypatch.setenv("BENCHBRIDGE_PUBLISH_TEST_TOKEN", SECRET)
+    capitals = str(DATASETS / "qa_capitals")
+
+    def keyed(name: str, wrong: list[str]) -> dict[str, Any]:
+        target = "bridges.testing:AnswerKeyModel"
+        return {"name": name, "kind": "python", "target": target, "args": {"datasets": [capitals], "wrong_ids": wrong}}
+
+    with serving(parse_model_spec(keyed("keyed-served", ["cap-3", "cap-5", "cap-7"]))) as url:
+        config_path = tmp_path / "secret.yaml"
+        config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "name": "secret",
+                    "work_dir": "runs",
+                    "models": [
+                        keyed("keyed", ["cap-3"]),
+                        {"name": "keyed-api", "kind": "openai", "model": "keyed-served", "base_url": url},
+                    ],
+                    "datasets": [{"path": capitals}],
+                    "frameworks": {"lm_eval": {}},
+                    "publish": {"out": "board"},
+                }
+            )
+        )
+        config = load_config(config_path)
+        outcome = run(config, ["lm_eval"])
+    assert outcome.ok, [r.error for f in outcome.frameworks for r in f.records if r.status == "failed"]
+    published = publish_config(config)
+    board = published.board
+    column = "lm_eval/qa_capitals/exact_match,strip"
+    assert (board.cell("keyed", column).text, board.cell("keyed-api", column).text) == ("87.50", "62.50")
+    assert [(r.model, r.rank) for r in board.rows] == [("keyed", 1), ("keyed-api", 2)]
+    assert (published.out / "index.html").read_text(encoding="utf-8").count("87.50") >= 2
+    scanned = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".json" and "lm_eval" in p.parts for p in scanned)  # lm-eval's own files were read
+    assert [p for p in scanned if SECRET.encode() in p.read_bytes()] == []
