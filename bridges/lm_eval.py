@@ -28,6 +28,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -146,6 +147,8 @@ class Options(BaseModel):
     )
     device: str = "cpu"
     log_samples: bool = True
+    # subprocess: one process per model (a crash or a big model's memory stays out of benchbridge; ~6 s of
+    # imports each). It gets HF_HUB_OFFLINE/HF_DATASETS_OFFLINE=1 unless the environment sets them.
     isolation: Literal["subprocess", "in-process"] = "subprocess"
     timeout_s: float | None = Field(None, gt=0, description="per model, subprocess isolation only")
 
@@ -196,7 +199,18 @@ def _hf(spec: HFSpec, options: Options) -> NativeModel:
         **{k: v for k, v in spec.tokenizer_kwargs.items() if k == "trust_remote_code"},
         **spec.model_kwargs,  # passed on to from_pretrained by lm-eval
     }
-    return NativeModel("hf", args, can_score=True, apply_chat_template=spec.chat, system_instruction=spec.system_prompt)
+    chat = spec.chat and _has_chat_template(Path(spec.tokenizer_path or spec.path).expanduser())
+    return NativeModel("hf", args, can_score=True, apply_chat_template=chat, system_instruction=spec.system_prompt)
+
+
+def _has_chat_template(folder: Path) -> bool:
+    """As the model layer does: a chat model without a chat template gets plain prompts (lm-eval would fail)."""
+    if not folder.is_dir():
+        return True  # a cached hub id: lm-eval finds out
+    if (folder / "chat_template.jinja").is_file() or (folder / "chat_template.json").is_file():
+        return True
+    config = folder / "tokenizer_config.json"
+    return config.is_file() and bool(json.loads(config.read_text(encoding="utf-8")).get("chat_template"))
 
 
 def _openai(spec: OpenAISpec, options: Options) -> NativeModel:
@@ -237,7 +251,16 @@ def native_model(spec: ModelSpec, options: Options) -> NativeModel:
 
 
 def _task_id(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_").lower() or "x"
+    return re.sub(r"[^A-Za-z0-9_]+", "_", text).strip("_").lower()
+
+
+def _subject_ids(subjects: list[str]) -> list[str]:
+    """Task-name parts for subjects: ASCII, unique (a name with no ASCII, e.g. 计算机网络, gets its index)."""
+    ids: list[str] = []
+    for i, subject in enumerate(subjects):
+        sid = _task_id(subject) or f"subject{i}"
+        ids.append(sid if sid not in ids else f"{sid}_{i}")
+    return ids
 
 
 def _by_subject(ds: Dataset) -> dict[str, tuple[list[McqSample], list[McqSample]]]:
@@ -261,7 +284,9 @@ def plan_dataset(ds: Dataset) -> list[PlannedTask]:
     for variant, suffix in (("loglikelihood", ""), ("generate_mcq", "_gen")):
         members: tuple[tuple[str, str], ...] = ()
         if len(subjects) > 1:
-            members = tuple((f"{base}_{_task_id(s)}{suffix}", s) for s in subjects)
+            members = tuple(
+                (f"{base}_{sid}{suffix}", s) for sid, s in zip(_subject_ids(subjects), subjects, strict=True)
+            )
         planned.append(PlannedTask(base + suffix, ds.name, variant, members))  # type: ignore[arg-type]
     return planned
 
@@ -573,7 +598,11 @@ class LMEvalBridge(Bridge):
         self.prepare(out_dir)
         for spec in self.config.models:
             self.ctx.progress(f"[lm_eval] {spec.name}: {', '.join(self.tasks_for(spec.name))}")
+            started = time.monotonic()
             self._run_model(out_dir, spec)
+            status = _read_json(self.results_dir(out_dir, spec.name) / STATUS_FILE, {})
+            outcome = "ok" if status.get("returncode") == 0 else f"failed (log: {self.results_dir(out_dir, spec.name)})"
+            self.ctx.progress(f"[lm_eval] {spec.name}: {outcome} in {time.monotonic() - started:.1f}s")
         return self.collect(out_dir)
 
     # ---------------------------------------------------------------- collect

@@ -336,3 +336,31 @@ def test_lm_eval_opencompass_and_openai_evals_agree_on_qa_capitals(tmp_path: Pat
     assert [row[c] for c in framework_columns(table)] == [75.0, 75.0, 75.0]
     assert row[MAX_DIFF] == 0.0 and row["n_samples"] == "8"
     assert "| qa_capitals | keyed | 75.00 | 75.00 | 75.00 | 0.00 | 8 |" in agreement_markdown(table)
+
+
+def test_subjects_without_ascii_names_get_unique_task_names(tmp_path: Path) -> None:
+    from bridges.datasets import load_dataset
+
+    folder = tmp_path / "zh_mcq"
+    folder.mkdir()
+    (folder / "card.yaml").write_text("name: zh_mcq\nkind: mcq\nlanguage: zh\n", encoding="utf-8")
+    rows = [
+        {"id": f"q{i}", "question": f"问题{i}", "choices": ["甲", "乙"], "answer": "A", "subject": subject}
+        for i, subject in enumerate(["计算机网络", "化学", "化学", "C-1"])
+    ]
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), "utf-8")
+    load_dataset(folder)
+    models = [{"name": "m", "kind": "hf", "path": "/"}]
+    bridge = bridge_for(tmp_path, models, datasets=[{"path": str(folder)}])
+    (plan, gen) = bridge.plans["zh_mcq"]
+    assert plan.members == (
+        ("bb_zh_mcq_c_1", "C-1"),
+        ("bb_zh_mcq_subject1", "化学"),
+        ("bb_zh_mcq_subject2", "计算机网络"),
+    )
+    assert gen.members[0] == ("bb_zh_mcq_c_1_gen", "C-1")
+    bridge.prepare(tmp_path / "out")
+    task = yaml.safe_load((tmp_path / "out/tasks/zh_mcq/bb_zh_mcq_subject1.yaml").read_text("utf-8"))
+    assert task["task_alias"] == "化学"
+    docs = (tmp_path / "out/tasks/zh_mcq/data/bb_zh_mcq_subject1.test.jsonl").read_text("utf-8").splitlines()
+    assert [json.loads(d)["id"] for d in docs] == ["q1", "q2"]
