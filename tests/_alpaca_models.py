@@ -62,3 +62,34 @@ class EchoModel:
 
     def __call__(self, batch: list[Any]) -> list[str]:
         return [_text(item).splitlines()[-1] if _text(item) else "" for item in batch]
+
+
+def build_m_or_m_model(tiny_model: str, out_dir: str) -> str:
+    """A copy of the tiny random model whose next token is nearly always `m` or `M`.
+
+    Its own logits decide between them, so the weighted (logprob) judge gets real, prompt-dependent
+    log-probabilities for exactly the two tokens it reads. The output head is untied from the input
+    embeddings and both tokens' rows are lifted along the direction the last hidden state points in
+    (a 2-layer random model's last state barely depends on the prompt).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "m or M?"}], tokenize=False, add_generation_prompt=True
+    )
+    with torch.no_grad():
+        out = model(**tokenizer(text, return_tensors="pt", add_special_tokens=False), output_hidden_states=True)
+    direction = out.hidden_states[-1][0, -1]
+    direction = direction / direction.norm()
+    head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=False)
+    head.weight.data = model.get_input_embeddings().weight.data.clone()
+    for token in ("m", "M"):
+        head.weight.data[tokenizer.convert_tokens_to_ids(token)] += 8 * direction
+    model.config.tie_word_embeddings = False
+    model.lm_head = head
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
