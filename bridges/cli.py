@@ -17,13 +17,22 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def cmd_datasets_import(args: argparse.Namespace) -> int:
-    from bridges.datasets import import_dataset
+    from bridges.datasets import import_source
 
     options = {k: v for k, v in vars(args).items() if k in ("language", "license", "description", "split") and v}
-    ds = import_dataset(args.fmt, args.source, args.name, **options)
-    out = Path(args.out) if args.out else Path("custom_datasets") / args.name
-    ds.save(out)
-    print(f"imported {len(ds.samples)} {ds.kind} samples into {out}")
+    result = import_source(args.fmt, args.source, args.name, **options)
+    if isinstance(result, list):  # a collection (an OpenAI evals registry): --out holds one folder per dataset
+        root = Path(args.out) if args.out else Path("custom_datasets")
+        taken = [root / ds.name for ds in result if (root / ds.name).exists()]
+        if taken:
+            raise BenchbridgeError(f"{taken[0]}: already exists; choose another --out or remove it")
+        for ds in result:
+            ds.save(root / ds.name)
+            print(f"imported {len(ds.samples)} {ds.kind} samples into {root / ds.name} ({ds.card.description})")
+        return 0
+    out = Path(args.out) if args.out else Path("custom_datasets") / result.name
+    result.save(out)
+    print(f"imported {len(result.samples)} {result.kind} samples into {out}")
     return 0
 
 
@@ -91,7 +100,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     config = load_config(args.config)
     outcome = run(
-        config, _split(args.only), force=args.force, progress=lambda m: console.log(m), cache=not args.no_cache
+        config,
+        _split(args.only),
+        force=args.force,
+        progress=lambda m: console.log(m, markup=False),  # messages hold "[framework]" and paths, not markup
+        cache=not args.no_cache,
     )
     table = Table(title=f"benchbridge run {outcome.run_id}")
     for col in ("framework", "model", "benchmark", "metric", "value", "status"):
@@ -111,7 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
     Console().print(table)
     if outcome.cache:
-        console.print(outcome.cache.line())
+        console.print(outcome.cache.line(), markup=False)  # "[/path]" would parse as a closing tag
     console.print(f"run dir: {outcome.run_dir}\nresults: {outcome.db}")
     return 0 if outcome.ok else 1
 
@@ -139,8 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     imp = ds_sub.add_parser("import", help="convert another format into a canonical dataset folder")
     imp.add_argument("source", help="file or folder to import")
     imp.add_argument("--from", dest="fmt", required=True, help="ceval, openai-evals, alpaca-eval, text, csv")
-    imp.add_argument("--name", required=True, help="dataset name (letters, digits, _ . -)")
-    imp.add_argument("--out", help="output folder (default custom_datasets/NAME)")
+    imp.add_argument(
+        "--name", help="dataset name (letters, digits, _ . -; default: the source's name; unused for a registry)"
+    )
+    imp.add_argument("--out", help="output folder (default custom_datasets/NAME; for a registry: the parent folder)")
     imp.add_argument("--language")
     imp.add_argument("--license")
     imp.add_argument("--description")

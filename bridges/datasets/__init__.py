@@ -11,7 +11,7 @@ from bridges.datasets._format import (
     load_dataset,
     read_samples,
 )
-from bridges.datasets._importers import IMPORTERS, import_dataset, importer
+from bridges.datasets._importers import IMPORTERS, import_dataset, import_source, importer
 
 __all__ = [
     "IMPORTERS",
@@ -23,6 +23,7 @@ __all__ = [
     "QaSample",
     "Sample",
     "import_dataset",
+    "import_source",
     "importer",
     "load_dataset",
     "read_samples",

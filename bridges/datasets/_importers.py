@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,11 +37,22 @@ def importer(name: str) -> Callable[[Importer], Importer]:
     return IMPORTERS.register(name)
 
 
-def import_dataset(fmt: str, source: str | Path, name: str, **options: Any) -> Dataset:
+def import_source(fmt: str, source: str | Path, name: str | None = None, **options: Any) -> Dataset | list[Dataset]:
+    """What the importer makes of `source`: one dataset, or a list for a source holding a collection
+    (an OpenAI evals registry folder). `name` defaults to the source's file or folder name."""
     source = Path(source)
     if not source.exists():
         raise BenchbridgeError(f"{source}: not found (the {fmt} importer reads it)")
+    name = name or re.sub(r"[^A-Za-z0-9_.-]+", "_", source.stem).strip("_.-") or "dataset"
     return IMPORTERS.get(fmt, key="--from")(source, name, **options)
+
+
+def import_dataset(fmt: str, source: str | Path, name: str | None = None, **options: Any) -> Dataset:
+    result = import_source(fmt, source, name, **options)
+    if isinstance(result, list):
+        names = ", ".join(ds.name for ds in result)
+        raise BenchbridgeError(f"{source}: holds {len(result)} datasets ({names}); import it with import_source")
+    return result
 
 
 def _card(name: str, kind: str, source: Path, **options: Any) -> DatasetCard:
@@ -117,18 +129,53 @@ def import_ceval(source: Path, name: str, split: str = "val", **options: Any) ->
 
 
 @importer("openai-evals")
+def import_openai_evals(source: Path, name: str, **options: Any) -> Dataset | list[Dataset]:
+    """An evals ``samples.jsonl``, or a registry folder: then every samples file its evals use becomes
+    a dataset of its own, its card naming the evals and eval sets that used it."""
+    if source.is_dir():
+        from bridges.datasets._openai_evals_registry import import_registry
+
+        return import_registry(source, import_openai_evals_samples, **options)
+    return import_openai_evals_samples(source, name, **options)
+
+
+# evals writes few-shot turns as role "system" with these names.
+_EVALS_EXAMPLE_ROLES = {"example_user": "user", "example_assistant": "assistant"}
+
+
 def import_openai_evals_samples(source: Path, name: str, **options: Any) -> Dataset:
     """An evals ``samples.jsonl``: ``{"input": [messages] | "text", "ideal": str | [str]}``."""
     samples: list[Sample] = []
+    seen: dict[str, int] = {}
     for line, raw in _jsonl(source):
         if "ideal" not in raw:
             raise BenchbridgeError(f"{where(source, line)}: ideal: missing")
-        prompt = raw.get("input")
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        if "input" not in raw:
+            raise BenchbridgeError(f"{where(source, line)}: input: missing")
+        prompt = raw["input"]
+        if isinstance(prompt, str):
+            messages: Any = [{"role": "user", "content": prompt}]
+        elif isinstance(prompt, list) and all(isinstance(m, dict) for m in prompt):
+            messages = [
+                {"role": _EVALS_EXAMPLE_ROLES.get(m.get("name", ""), m.get("role")), "content": m.get("content")}
+                for m in prompt
+            ]
+        else:
+            raise BenchbridgeError(f"{where(source, line)}: input: expected chat messages or a string")
         ideal = raw["ideal"]
         answers = ideal if isinstance(ideal, list) else [ideal]
-        sample = {"id": str(raw.get("id", line)), "messages": messages, "answers": [str(a) for a in answers]}
+        sid = str(raw.get("id", line))
+        if sid in seen:
+            raise BenchbridgeError(f"{where(source, line)}: id: duplicate id {sid!r} (first on line {seen[sid]})")
+        seen[sid] = line
+        sample = {"id": sid, "messages": messages, "answers": [str(a) for a in answers]}
         samples.append(_validated(QaSample, sample, source, line))
+    if not samples:
+        raise BenchbridgeError(f"{source}: no samples")
+    if "language" not in options:
+        text = "".join(s.question for s in samples if isinstance(s, QaSample))
+        cjk = sum(1 for c in text if "\u4e00" <= c <= "\u9fff")
+        options["language"] = "zh" if cjk * 3 > len(text) else "en"
     return Dataset(_card(name, "qa", source, **options), samples)
 
 
