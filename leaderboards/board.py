@@ -308,6 +308,16 @@ def _cell(model: str, column: Column, ok: list[Record], failures: list[Record], 
     return best_cell
 
 
+def _covered(columns: list[Column], failed: Record) -> list[Column]:
+    """The columns a failed record stands for: every column of its framework for benchmark `*` (the
+    runner's record of a framework that failed as a whole), else its own metric's column (none: it
+    gets a column of its own, so that no failure is hidden behind another metric's success)."""
+    broad = [c for c in columns if c.covers(failed)]
+    if failed.benchmark == ALL_BENCHMARKS:
+        return broad
+    return [c for c in broad if (c.metric, c.judge) == (failed.metric, failed.judge)]
+
+
 def _resolve_average(columns: list[Column], scored: set[str], patterns: Sequence[str] | None, key: str) -> list[str]:
     """Column ids matching the patterns (default: the `scored` ones, with a success for some model).
 
@@ -367,7 +377,7 @@ def build_board(
         column = _column_of(record, subsets)
         by_id[column.id] = column
     for record in failures:  # a failure nothing else covers gets a column of its own, so it is seen
-        if not any(c.covers(record) for c in by_id.values()):
+        if not _covered(list(by_id.values()), record):
             column = _column_of(record, subsets)
             by_id.setdefault(column.id, column)
     columns = sorted(by_id.values(), key=lambda c: (c.framework, c.benchmark == ALL_BENCHMARKS, c.benchmark, c.id))
@@ -375,12 +385,13 @@ def build_board(
     scored = {_column_of(r, subsets).id for r in shown}
     averaged = _resolve_average(columns, scored, average_over, average_key)
 
+    covered = [(f, {c.id for c in _covered(columns, f)}) for f in failures]
     rows = []
     for model in names:
         cells = {}
         for column in columns:
-            ok = [r for r in shown if r.model == model and _column_of(r, subsets) == column]
-            failed = [r for r in failures if r.model == model and column.covers(r)]
+            ok = [r for r in shown if r.model == model and _column_of(r, subsets).id == column.id]
+            failed = [f for f, ids in covered if f.model == model and column.id in ids]
             cells[column.id] = _cell(model, column, ok, failed, subsets)
         values = [g for g in (cells[i].goodness for i in averaged if cells[i].status == "ok") if g is not None]
         average = sum(values) / len(values) if values else None

@@ -92,6 +92,20 @@ def test_a_framework_that_failed_as_a_whole_fails_each_of_its_columns(board: lea
     assert only.cell(TINY, "openai_evals/*/accuracy").status == "failed"
 
 
+def test_a_failed_metric_fails_its_own_column_only() -> None:
+    base = next(r for r in sample_records() if r.framework == "openai_evals" and r.model == SMOL)
+    match = base.model_copy(update={"metric": "match_accuracy"})
+    includes = base.model_copy(update={"metric": "includes_accuracy", "value": 0.5})
+    failed = match.model_copy(update={"status": "failed", "value": None, "error": "oaieval: no final_report"})
+    board = build_board([match, includes, failed.model_copy(update={"time": "2026-11-24T00:00:00+00:00"})])
+    match_id, includes_id = (f"openai_evals/{base.benchmark}/{m}_accuracy" for m in ("match", "includes"))
+    assert board.cell(SMOL, match_id).newer_failure is not None
+    assert board.cell(SMOL, includes_id).newer_failure is None
+    only_failed = build_board([includes, failed])
+    assert only_failed.cell(SMOL, includes_id).status == "ok"
+    assert only_failed.cell(SMOL, match_id).status == "failed"  # its own column, not folded into includes
+
+
 def test_average_rank_and_coverage(board: leaderboards.Board) -> None:
     smol = board.row(SMOL)
     expected = (50 + 50 + 75 + 100 / 6 + 75 + 100 / 6 + 37.5 + 62.5) / 8
