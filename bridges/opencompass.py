@@ -155,11 +155,7 @@ def load_builtin_datasets(path: Path) -> dict[str, list[dict[str, Any]]]:
     cfg = Config.fromfile(str(path))
     MMConfigDict.lazy = True  # read LazyObjects as they are; building them would import OpenCompass (~10 s)
     try:
-        return {
-            k: [_plain(d) for d in cfg._cfg_dict[k]]
-            for k in cfg._cfg_dict.keys()  # noqa: SIM118 - ConfigDict iteration would build lazy objects
-            if k.endswith("_datasets")
-        }
+        return {k: [_plain(d) for d in cfg._cfg_dict[k]] for k in cfg._cfg_dict.keys() if k.endswith("_datasets")}
     finally:
         MMConfigDict.lazy = False
 
@@ -223,9 +219,10 @@ class _Builtin:
         if entry.shots is not None:
             for d in datasets:
                 retriever = d["infer_cfg"].get("retriever", {})
-                if retriever.get("type") not in ("FixKRetriever", "ZeroRetriever"):
+                if entry.shots and retriever.get("type") != "FixKRetriever":
                     raise BenchbridgeError(
-                        f"{key}.shots: {entry.name} uses {retriever.get('type')}, not a fixed-k retriever"
+                        f"{key}.shots: {entry.name} uses {retriever.get('type')}, not a fixed-k retriever "
+                        "(only shots: 0 applies to it)"
                     )
                 retriever["fix_id_list"] = list(range(entry.shots))
         self.datasets = datasets
@@ -514,7 +511,8 @@ class OpenCompassBridge(Bridge):
     def prepare(self, out_dir: Path) -> list[Path]:
         out_dir.mkdir(parents=True, exist_ok=True)
         data_dir = out_dir / DATA_DIR
-        data_dir.mkdir(exist_ok=True)
+        if self.datasets:
+            data_dir.mkdir(exist_ok=True)
         written: list[Path] = []
         max_samples = self.config.cfg.max_samples
         dataset_entries: list[Any] = []
@@ -748,6 +746,7 @@ class OpenCompassBridge(Bridge):
         ]
 
 
+_DATASET_START = re.compile(r"Start inferencing \[([^\]]*)\]")
 _TASK_LINE = re.compile(r"(launch|task) OpenICL(Infer|Eval)\[([^\]]*)\](.*)")
 
 
@@ -759,6 +758,9 @@ def _progress_line(line: str) -> str | None:
         return "imports done, outputs in " + text.split("Current exp folder:", 1)[1].strip()
     if "write csv to" in text:
         return "summary written: " + text.split("write csv to", 1)[1].strip()
+    dataset = _DATASET_START.search(text)
+    if dataset:
+        return f"infer {dataset.group(1).replace('/', ': ', 1)}: generating"
     m = _TASK_LINE.search(text)
     if not m:
         return None
