@@ -21,7 +21,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any
 
-from bridges.models import ChatRequest, ChatResponse, Model, get_model, parse_model_spec
+from bridges._registry import import_target
+from bridges.models import MODEL_KINDS, ChatRequest, ChatResponse, Model, get_model, parse_model_spec
 from bridges.models._layer import as_messages
 
 # evals' own convention for few-shot turns: role "system" with these names.
@@ -112,8 +113,10 @@ class BenchbridgeCompletionFn:
         self._batcher_lock = threading.Lock()
 
     def _generate(self, request: ChatRequest) -> ChatResponse:
-        backend = self.model.backend  # created once, under the layer's lock
-        if not backend.batched or self.spec.batch_size == 1:
+        # The backend's class says whether it batches; an instance would load the model even when
+        # every answer is in the layer's response cache.
+        backend_cls = import_target(MODEL_KINDS.get(self.spec.kind).backend)
+        if not getattr(backend_cls, "batched", False) or self.spec.batch_size == 1:
             return self.model.generate([request])[0]
         with self._batcher_lock:
             if self._batcher is None:

@@ -283,7 +283,8 @@ class OpenAIEvalsBridge(Bridge):
             "",
             f"Written by `benchbridge prepare` (evals {self.version()}). Completion functions are "
             f"`{FN_PREFIX}<model>` for the models {', '.join(m.name for m in self.config.models)}; "
-            "they run through benchbridge's model layer, so `benchbridge` must be importable.",
+            "they run through benchbridge's model layer, so `benchbridge` must be importable (and so must the "
+            "modules of `python` models: run from the folder you run benchbridge from, or set `PYTHONPATH`).",
             "",
             "evals imports an OpenAI client on start-up and needs `OPENAI_API_KEY` set to something; for "
             "local models any value works. `oaievalset` starts `oaieval` from `PATH`, so put the "
@@ -293,6 +294,10 @@ class OpenAIEvalsBridge(Bridge):
             f'export PATH="{bin_dir}:$PATH"',
             'export OPENAI_API_KEY="${OPENAI_API_KEY:-dummy}" USE_TF=0',
         ]
+        for m in self.config.models:
+            if m.kind == "openai":
+                key_env = m.api_key_env  # type: ignore[attr-defined]
+                lines.append(f"export {key_env}=...   # model {m.name} reads its key from here (never written)")
         if sets.get(self.eval_set):
             lines += [
                 f"# evals scored by rule ({len(sets[self.eval_set])}): one completion function",

@@ -132,7 +132,7 @@ class RuleGrader:
     evals' `cot_classify` asks: a line of reasoning, then the verdict alone on the last line. "Same"
     means the submission equals one acceptable answer, ignoring case, spaces and punctuation: fact
     specs get "C" (same facts) or "D" (disagrees), closed-QA specs "Y" or "N". A prompt without the
-    labels gets `unparsable` (evals counts it as `__invalid__`).
+    labels, or containing one of `abstain_on`, gets `unparsable` (evals counts it as `__invalid__`).
     """
 
     # label in the spec's prompt -> (verdict when the submission is the same, verdict when not)
@@ -144,8 +144,9 @@ class RuleGrader:
     }
     SUBMISSION = ("[Submission]:", "[提交答案]：")
 
-    def __init__(self, unparsable: str = "I cannot tell.") -> None:
+    def __init__(self, unparsable: str = "I cannot tell.", abstain_on: list[str] | None = None) -> None:
         self.unparsable = unparsable
+        self.abstain_on = list(abstain_on or [])
 
     @staticmethod
     def _field(prompt: str, label: str) -> str | None:
@@ -165,6 +166,8 @@ class RuleGrader:
     def grade(self, prompt: str) -> str:
         import ast
 
+        if any(text in prompt for text in self.abstain_on):
+            return self.unparsable
         submission = next((v for v in (self._field(prompt, s) for s in self.SUBMISSION) if v is not None), None)
         for label, (same, different) in self.VERDICTS.items():
             reference = self._field(prompt, label)

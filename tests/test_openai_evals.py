@@ -51,7 +51,13 @@ def keyed_model(name: str = "keyed", datasets: list[str] | None = None) -> dict[
     }
 
 
-GRADER = {"name": "grader", "kind": "python", "target": "bridges.testing:RuleGrader"}
+# Gives no verdict on cap-3 (evals counts it `__invalid__`); C/D, Y/N by exact answer otherwise.
+GRADER = {
+    "name": "grader",
+    "kind": "python",
+    "target": "bridges.testing:RuleGrader",
+    "args": {"abstain_on": ["capital of Italy"]},
+}
 # Its completion function raises on the first call: the answer key it loads does not exist.
 BROKEN = {**keyed_model("broken", ["/nonexistent/answer-key"])}
 
@@ -419,8 +425,8 @@ def test_rule_scored_accuracies_are_exact(keyed_run: dict[str, Any]) -> None:
 def test_model_graded_counts_and_scores(keyed_run: dict[str, Any]) -> None:
     got = by_metric(keyed_run["first"])
     expected = {
-        ("qa_capitals", "fact"): ({"C": 7, "D": 1}, 7 / 8),
-        ("qa_capitals", "closedqa"): ({"Y": 7, "N": 1}, 7 / 8),
+        ("qa_capitals", "fact"): ({"C": 7, "invalid": 1}, 7 / 8),  # an invalid choice scores the lowest, 0
+        ("qa_capitals", "closedqa"): ({"Y": 7, "invalid": 1}, 7 / 8),
         ("qa_zh", "fact_zh"): ({"C": 4, "D": 2}, 4 / 6),
         ("qa_zh", "closedqa_zh"): ({"Y": 4, "N": 2}, 4 / 6),
     }
@@ -432,7 +438,7 @@ def test_model_graded_counts_and_scores(keyed_run: dict[str, Any]) -> None:
         for choice, n in counts.items():
             r = graded[f"{method}_count_{choice}"]
             assert (r.value, r.scale, r.primary, r.judge) == (n, sum(counts.values()), False, "grader")
-        assert graded[f"{method}_count_{'D' if 'fact' in method else 'N'}"].higher_is_better is False
+        assert all(graded[f"{method}_count_{c}"].higher_is_better is (c in "CY") for c in counts)
 
 
 @pytest.mark.framework
