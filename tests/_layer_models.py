@@ -35,8 +35,7 @@ class CountingModel:
             os.kill(os.getpid(), signal.SIGKILL)
         prompts = [json.dumps(item, sort_keys=True) for item in batch]
         answers = [self.prefix + hashlib.sha256(p.encode()).hexdigest()[:12] for p in prompts]
-        with open(self.log, "a", encoding="utf-8") as f:
-            f.write("".join(p + "\n" for p in prompts))
+        _log_prompts(self.log, batch)
         return answers
 
 
@@ -60,3 +59,38 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1:])
+
+
+def _log_prompts(log: str, batch: list[Any]) -> None:
+    with open(log, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(item, sort_keys=True) + "\n" for item in batch))
+
+
+class CountingAnswerKeyModel:
+    """`bridges.testing.AnswerKeyModel` that also logs every prompt it answers (benchmarks/model_layer.py)."""
+
+    def __init__(self, log: str, **kwargs: Any) -> None:
+        from bridges.testing import AnswerKeyModel
+
+        self.log = log
+        self.model = AnswerKeyModel(**kwargs)
+
+    def __call__(self, batch: list[Any]) -> list[str]:
+        answers = self.model(batch)
+        _log_prompts(self.log, batch)
+        return answers
+
+
+class CountingLongerJudge:
+    """`tests._alpaca_models.LongerJudge` that also logs every prompt it judges."""
+
+    def __init__(self, log: str, **kwargs: Any) -> None:
+        from tests._alpaca_models import LongerJudge
+
+        self.log = log
+        self.judge = LongerJudge(**kwargs)
+
+    def __call__(self, batch: list[Any]) -> list[str]:
+        answers = self.judge(batch)
+        _log_prompts(self.log, batch)
+        return answers

@@ -8,6 +8,7 @@ processes. Timing is asserted loosely (order and counts); speed lives in benchma
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from bridges import load_config
+from bridges import BenchbridgeError, load_config
 from bridges.cli import build_parser
 from bridges.loopback import Faults, LoopbackUpstream
 from bridges.models import (
@@ -191,6 +192,30 @@ def test_cache_is_shared_by_processes_running_at_once(tmp_path: Path, own_cache:
     with sqlite3.connect(own_cache) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 60
+
+
+def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
+    """OpenCompass and friends may fork: the child must not reuse the parent's SQLite connection."""
+    log = tmp_path / "calls.log"
+    fresh(counting_spec(log)).generate(questions(2))  # the parent's connection is open now
+    child = multiprocessing.get_context("fork").Process(target=_ask_in_child, args=(str(log),))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert response_cache().pid == os.getpid()
+    fresh(counting_spec(log)).generate(questions(3))
+    assert len(read_log(str(log))) == 3  # the child's answer to question 2 is in the parent's cache
+
+
+def _ask_in_child(log: str) -> None:
+    fresh(counting_spec(Path(log))).generate(questions(3))
+    assert response_cache().pid == os.getpid()
+
+
+def test_an_unusable_cache_file_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(ENV_PATH, "/proc/no-such-dir/answers.sqlite")
+    with pytest.raises(BenchbridgeError, match="response cache /proc/no-such-dir/answers.sqlite: cannot open"):
+        fresh(counting_spec(tmp_path / "calls.log")).generate(questions(1))
 
 
 def test_unseeded_sampling_keeps_its_draws(upstream: LoopbackUpstream) -> None:

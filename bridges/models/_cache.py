@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from bridges._errors import BenchbridgeError
 from bridges.models._types import ChatResponse, TokenLogprob
 
 ENV_PATH = "BENCHBRIDGE_CACHE"
@@ -131,7 +132,8 @@ class ResponseCache:
         self.enabled = enabled
         self.session = session
         self.usage = Usage()
-        self._process = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.pid = os.getpid()
+        self._process = f"{self.pid}-{secrets.token_hex(4)}"
         self._lock = threading.Lock()  # the connection
         self._pending_lock = threading.Lock()  # rows waiting for a commit, and the counts
         self._pending: list[tuple[str, str, str, float]] = []
@@ -143,13 +145,19 @@ class ResponseCache:
     def _db(self) -> sqlite3.Connection:
         # Opened on first use: a process that never calls a model never creates the file.
         if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 60000")
-            conn.execute("PRAGMA journal_mode = WAL")
-            # NORMAL in WAL mode: a commit survives the process being killed (not a power cut), no fsync per answer.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(_SCHEMA)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+                conn.execute("PRAGMA busy_timeout = 60000")
+                conn.execute("PRAGMA journal_mode = WAL")
+                # NORMAL in WAL mode: a commit survives the process being killed (not a power cut); no fsync per answer.
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.executescript(_SCHEMA)
+            except (OSError, sqlite3.Error) as exc:
+                raise BenchbridgeError(
+                    f"response cache {self.path}: cannot open ({exc}); choose another file with cache.path in the run"
+                    f" config or ${ENV_PATH}, or run with --no-cache"
+                ) from None
             self._conn = conn
         return self._conn
 
@@ -241,7 +249,7 @@ class ResponseCache:
                 self._conn = None
 
 
-_CURRENT: tuple[tuple[str, str, str], ResponseCache] | None = None
+_CURRENT: tuple[tuple[str, str, str, int], ResponseCache] | None = None
 _CURRENT_LOCK = threading.Lock()
 _PROCESS_SESSION = f"process-{os.getpid()}-{secrets.token_hex(4)}"
 
@@ -253,13 +261,14 @@ def response_cache() -> ResponseCache:
         os.environ.get(ENV_PATH) or str(default_cache_path()),
         os.environ.get(ENV_DISABLED, ""),
         os.environ.get(ENV_SESSION) or _PROCESS_SESSION,
+        os.getpid(),  # a forked child must not use its parent's SQLite connection
     )
     with _CURRENT_LOCK:
         if _CURRENT is None or _CURRENT[0] != settings:
-            if _CURRENT is not None:
+            if _CURRENT is not None and _CURRENT[1].pid == os.getpid():
                 _CURRENT[1].flush()
                 _CURRENT[1].close()
-            path, disabled, session = settings
+            path, disabled, session, _ = settings
             _CURRENT = (settings, ResponseCache(Path(path), enabled=disabled in ("", "0"), session=session))
         return _CURRENT[1]
 
@@ -271,5 +280,9 @@ def cache_report(session: str | None = None) -> CacheReport:
 
 @atexit.register
 def _flush_at_exit() -> None:
-    if _CURRENT is not None:
+    if _CURRENT is None or _CURRENT[1].pid != os.getpid():
+        return
+    try:
         _CURRENT[1].flush()
+    except (BenchbridgeError, sqlite3.Error):
+        pass  # the counts are a report, not answers: a cache file removed before exit loses only them
