@@ -15,6 +15,7 @@ import needs `OPENAI_API_KEY`), so results are plain objects with `get_completio
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
@@ -140,9 +141,8 @@ class BenchbridgeCompletionFn:
 
 def _record_sampling(messages: Sequence[dict[str, str]], answer: ChatResponse, model_name: str) -> None:
     """Logs the exchange in evals' record file, as its own OpenAI completion functions do."""
-    from evals.record import default_recorder, record_sampling
-
-    if default_recorder() is None:  # called outside an eval run (e.g. by hand)
+    record = sys.modules.get("evals.record")  # not imported: not inside an evals run, nothing to log to
+    if record is None or record.default_recorder() is None:
         return
     extra: dict[str, Any] = {"model": model_name}
     if answer.prompt_tokens or answer.completion_tokens:
@@ -151,4 +151,4 @@ def _record_sampling(messages: Sequence[dict[str, str]], answer: ChatResponse, m
             "completion_tokens": answer.completion_tokens,
             "total_tokens": answer.prompt_tokens + answer.completion_tokens,
         }
-    record_sampling(prompt=list(messages), sampled=[answer.text], **extra)
+    record.record_sampling(prompt=list(messages), sampled=[answer.text], **extra)

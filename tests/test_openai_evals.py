@@ -534,3 +534,68 @@ def test_tiny_hf_model_on_one_small_eval(tmp_path: Path, tiny_model_path: Path) 
     assert accuracy.extra["usage"]["usage_completion_tokens"] > 0  # the layer's token counts reach evals
     command = json.loads((out / "records" / "tiny" / "qa_capitals.match.meta.json").read_text("utf-8"))["command"]
     assert command[command.index("--max_samples") + 1] == "3" and command[command.index("--seed") + 1] == "0"
+
+
+# ------------------------------------------------------------------ the completion function itself
+
+
+def test_completion_function_takes_chat_text_and_evals_example_turns() -> None:
+    from dataclasses import dataclass
+
+    from bridges._evals_completion import BenchbridgeCompletionFn
+
+    fn = BenchbridgeCompletionFn(model=keyed_model(), registry=object())  # evals passes registry=
+    chat = [
+        {"role": "system", "content": "Answer with the name of the city only."},
+        {"role": "user", "content": "What is the capital of Japan?"},
+    ]
+    assert fn(prompt=chat, temperature=0.0).get_completions() == ["Tokyo"]
+    assert fn("What is the capital of Italy?", max_tokens=5).get_completions() == ["I don't know"]  # cap-3: wrong
+    fewshot = [
+        {"role": "system", "name": "example_user", "content": "What is the capital of Japan?"},
+        {"role": "system", "name": "example_assistant", "content": "Tokyo"},
+        {"role": "user", "content": "What is the capital of Egypt?"},
+    ]
+    assert fn(fewshot).get_completions() == ["Cairo"]
+
+    @dataclass
+    class Prompt:  # evals.prompt.base.Prompt's interface
+        text: str
+
+        def to_formatted_prompt(self) -> str:
+            return self.text
+
+    assert fn(Prompt("一周有几天？请只回答数字。")).get_completions() == ["7"]
+    with pytest.raises(BenchbridgeError, match=r"completion_fns: args\.model\.kind: missing"):
+        BenchbridgeCompletionFn(model={"name": "x"})
+
+
+@pytest.mark.framework
+def test_readme_command_runs_the_registry_by_hand(tmp_path: Path) -> None:
+    """The registry README's `oaievalset` line, run as a user would (evals' own /tmp files cleaned up)."""
+    import subprocess
+    import uuid
+
+    name = f"readme-{uuid.uuid4().hex[:8]}"
+    cfg = write_config(tmp_path / name, [keyed_model(name)], {"methods": ["includes"]}, datasets=["qa_zh"])
+    out = tmp_path / "native"
+    assert main(["prepare", str(cfg), "--out", str(out), "--only", "openai_evals"]) == 0
+    readme = (out / "openai_evals" / "README.md").read_text("utf-8")
+    script = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    assert f"oaievalset --registry_path {(out / 'openai_evals').resolve()} bb-{name} {name} --no-resume" in script
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    try:
+        proc = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        [log] = Path("/tmp/evallogs").glob(f"*_bb-{name}_qa_zh.includes.jsonl")
+        assert read_record_file(log).final_report["accuracy"] == 4 / 6
+    finally:
+        for leftover in [*Path("/tmp/evallogs").glob(f"*_bb-{name}_*"), *Path("/tmp/oaievalset").glob(f"bb-{name}.*")]:
+            leftover.unlink()
