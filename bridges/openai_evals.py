@@ -185,8 +185,10 @@ class OpenAIEvalsBridge(Bridge):
         self.plans = [
             PlannedEval(ds, m, METHODS[m])
             for ds in datasets.values()
-            for m in self.opts.datasets.get(ds.name) or self.opts.methods or DEFAULT_METHODS[ds.kind]
+            for m in dict.fromkeys(self._methods_for(ds))  # listed twice is still one eval
         ]
+        if not self.plans:
+            raise BenchbridgeError(f"{key}.datasets: every dataset's method list is empty; nothing to evaluate")
         self.grader = None
         if self.opts.grader:
             self.grader = self.config.model(self.opts.grader, f"frameworks.{self.name}.grader")
@@ -197,9 +199,10 @@ class OpenAIEvalsBridge(Bridge):
                 f"(name one of the config's models: {', '.join(m.name for m in self.config.models)})"
             )
         if self.opts.models is not None:
-            self.candidates = [
-                self.config.model(n, f"frameworks.{self.name}.models[{i}]") for i, n in enumerate(self.opts.models)
-            ]
+            picked = {
+                n: self.config.model(n, f"frameworks.{self.name}.models[{i}]") for i, n in enumerate(self.opts.models)
+            }
+            self.candidates = list(picked.values())
         else:
             self.candidates = [m for m in self.config.models if self.grader is None or m.name != self.grader.name]
         if not self.candidates:
@@ -208,6 +211,12 @@ class OpenAIEvalsBridge(Bridge):
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.eval_set):
             raise BenchbridgeError(f"{key}.eval_set: {self.eval_set!r} must be letters, digits, _ . -")
         self._check_builtin_collisions(key)
+
+    def _methods_for(self, ds: Dataset) -> list[str]:
+        """`datasets.<name>` (an empty list leaves the dataset out), else `methods`, else the kind's default."""
+        if ds.name in self.opts.datasets:
+            return self.opts.datasets[ds.name]
+        return self.opts.methods if self.opts.methods is not None else DEFAULT_METHODS[ds.kind]
 
     # ----------------------------------------------------------------- names
 
@@ -432,7 +441,7 @@ class OpenAIEvalsBridge(Bridge):
                 job.record_path(out_dir).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(record, job.record_path(out_dir))
                 meta = {**meta, "reused_from": str(record)}
-                here.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+                _write_json(here, meta)
             return True
         return False
 
@@ -483,7 +492,7 @@ class OpenAIEvalsBridge(Bridge):
             "seconds": seconds,
             "error": error,
         }
-        meta_path.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        _write_json(meta_path, meta)
         status = "ok" if error is None else f"FAILED: {error}"
         self.ctx.progress(f"[{self.name}] {job.model.name} {job.plan.name}: {status} ({seconds:.1f}s)")
 
@@ -659,6 +668,13 @@ def _builtin_registry_names() -> dict[str, set[str]]:
                 if isinstance(data, dict):
                     names[kind] |= set(data)
     return names
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Written whole or not at all: a later run decides from it whether to reuse a record."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def _write_yaml(path: Path, data: Any) -> Path:
