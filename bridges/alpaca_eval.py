@@ -342,7 +342,8 @@ class ModelJudge:
         ]
 
     def env(self) -> dict[str, str]:
-        return {}
+        # AlpacaEval sends this many requests at once (default 5): enough to fill the served model's batches.
+        return {"OPENAI_MAX_CONCURRENCY": str(max(self.spec.batch_size, self.spec.limits.max_concurrency))}
 
 
 Judge = BuiltinJudge | ModelJudge

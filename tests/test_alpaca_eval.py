@@ -363,6 +363,11 @@ def test_a_complete_reference_file_is_used_as_given(tmp_path: Path) -> None:
     assert [r["output"] for r in reference] == [f"ref {i}" for i in instructions()]  # dataset order
     assert {r["generator"] for r in reference} == {"gpt-3.5-turbo"}
     assert tmp_path / "out/README.md" in written
+    # The bundled example of a user-supplied reference (hand-written answers) covers the dataset.
+    alpaca["reference"] = {"outputs": str(OPEN / "reference_outputs.json")}
+    assert (
+        make_bridge(write_config(tmp_path / "bundled", [LONGER], alpaca)).reference.generator == "handwritten-reference"
+    )
 
 
 @pytest.mark.parametrize(
