@@ -325,6 +325,36 @@ DATASET_CONFIGS: dict[str, Callable[[Dataset, Code, int | None], dict[str, Any]]
 }
 
 
+class TypeImports:
+    """Turns ``'package.module.Class'`` type strings into imported class names, as OpenCompass's own
+    configs read. Importing a non-stdlib module also makes mmengine parse the file as a "pure python"
+    (lazy) config, where ``__file__`` is defined: the data paths follow the folder wherever it goes."""
+
+    def __init__(self) -> None:
+        self.modules: dict[str, set[str]] = {}
+        self.owner: dict[str, str] = {}
+
+    def name(self, dotted: str) -> Code | str:
+        module, _, cls = dotted.rpartition(".")
+        if self.owner.setdefault(cls, module) != module:
+            return dotted  # two classes of one name: the registry resolves the dotted string too
+        self.modules.setdefault(module, set()).add(cls)
+        return Code(cls)
+
+    def convert(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {
+                k: self.name(v) if k == "type" and isinstance(v, str) and "." in v else self.convert(v)
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self.convert(v) for v in value]
+        return value
+
+    def lines(self) -> list[str]:
+        return [f"from {module} import {', '.join(sorted(names))}" for module, names in sorted(self.modules.items())]
+
+
 def _py(value: Any) -> str:
     return pprint.pformat(value, width=110, sort_dicts=False)
 
@@ -581,24 +611,7 @@ class OpenCompassBridge(Bridge):
         runner: dict[str, Any],
         groups: list[dict[str, Any]],
     ) -> str:
-        keys = sorted({s.api_key_env for s in self.models if isinstance(s, OpenAISpec)})
-        key_note = f"\n# openai models read OPENAI_API_KEY (export it from ${keys[0]})." if keys else ""
-        head = [
-            f"# OpenCompass config written by benchbridge from {self.config.path}",
-            f"# (config hash {self.ctx.config_hash}). Run it by hand with the same venv:",
-            f"#   opencompass {self.config_file}        # outputs go to {WORK_DIR}/ next to this file{key_note}",
-            "import os.path as osp",
-            "",
-        ]
-        # The mmengine import makes this a "pure python" (lazy) config even without built-in datasets,
-        # so `__file__` is defined and the data paths below follow the folder wherever it is moved.
-        head += ["from mmengine.config import read_base", ""]
-        if imports:
-            head += ["with read_base():", *imports, ""]
-        head += ["_here = osp.dirname(osp.abspath(__file__))", f"work_dir = osp.join(_here, {WORK_DIR!r})", ""]
-        body = [*builtin_code, ""] if builtin_code else []
-        body.append(f"datasets = {_py(dataset_entries)}\n")
-        body.append(f"models = {_py(models)}\n")
+        types = TypeImports()
         infer = {
             "partitioner": {
                 "type": "opencompass.partitioners.NumWorkerPartitioner",
@@ -610,9 +623,27 @@ class OpenCompassBridge(Bridge):
             "partitioner": {"type": "opencompass.partitioners.NaivePartitioner"},
             "runner": {**runner, "task": {"type": "opencompass.tasks.OpenICLEvalTask"}},
         }
-        body.append(f"infer = {_py(infer)}\n")
-        body.append(f"eval = {_py(evaluation)}\n")
+        body = [*builtin_code, ""] if builtin_code else []
+        body.append(f"datasets = {_py(types.convert(dataset_entries))}\n")
+        body.append(f"models = {_py(types.convert(models))}\n")
+        body.append(f"infer = {_py(types.convert(infer))}\n")
+        body.append(f"eval = {_py(types.convert(evaluation))}\n")
         body.append(f"summarizer = {_py({'summary_groups': groups})}\n")
+        keys = sorted({s.api_key_env for s in self.models if isinstance(s, OpenAISpec)})
+        key_note = f"\n# openai models read OPENAI_API_KEY (export it from ${keys[0]})." if keys else ""
+        head = [
+            f"# OpenCompass config written by benchbridge from {self.config.path}",
+            f"# (config hash {self.ctx.config_hash}). Run it by hand with the same venv:",
+            f"#   opencompass {self.config_file}        # outputs go to {WORK_DIR}/ next to this file{key_note}",
+            "import os.path as osp",
+            "",
+            "from mmengine.config import read_base",
+            *types.lines(),
+            "",
+        ]
+        if imports:
+            head += ["with read_base():", *imports, ""]
+        head += ["_here = osp.dirname(osp.abspath(__file__))", f"work_dir = osp.join(_here, {WORK_DIR!r})", ""]
         return "\n".join(head + body)
 
     # -- run ----------------------------------------------------------------------------------------
