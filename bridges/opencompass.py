@@ -34,9 +34,14 @@ What `prepare(out_dir)` writes (runnable by hand: ``opencompass out_dir/eval_<co
 
 Models, by kind (`MODEL_CONFIGS`): ``hf`` -> ``HuggingFacewithChatTemplate`` (``chat: true``) or
 ``HuggingFaceBaseModel``; ``openai`` -> ``OpenAISDK`` with ``key='ENV'`` (the secret is passed to the
-OpenCompass process as ``OPENAI_API_KEY`` from the spec's ``api_key_env``; by hand, export it);
+OpenCompass process as ``OPENAI_API_KEY`` from the spec's ``api_key_env``; by hand, export it; give
+the spec a local ``tokenizer_path`` offline, else OpenAISDK fetches a tiktoken file to count tokens);
 any other kind (``python``, third-party kinds) -> `bridges._opencompass_model.BenchbridgeModel`, which
-calls benchbridge's model layer with the spec serialised as plain JSON in the config.
+calls benchbridge's model layer with the spec serialised as plain JSON in the config. System turns:
+``hf`` chat models keep OpenCompass's default meta template, which folds a dataset's SYSTEM turn into
+the user turn (safe for chat templates without a system role) while a spec's ``system_prompt`` becomes
+a real system message; ``openai`` and layer models get SYSTEM turns as system messages. The run
+config's ``max_samples`` becomes each dataset's ``reader_cfg.test_range``.
 
 `run(out_dir)` starts the venv's ``opencompass`` CLI once. With ``execution: auto`` a local run with
 ``max_num_workers: 1`` uses `ContainedRunner`: every task runs inside that one process (OpenCompass's
