@@ -27,6 +27,7 @@ from bridges.cli import build_parser
 from bridges.loopback import Faults, LoopbackUpstream
 from bridges.models import (
     ChatRequest,
+    ChatResponse,
     Model,
     ModelRequestRejected,
     ModelUnavailable,
@@ -194,6 +195,24 @@ def test_cache_is_shared_by_processes_running_at_once(tmp_path: Path, own_cache:
         assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 60
 
 
+def test_answers_written_without_waiting_are_all_committed(own_cache: Path) -> None:
+    """Group commit: 16 threads that do not wait for the connection still see every answer committed."""
+    cache = response_cache()
+
+    def write(t: int) -> None:
+        for i in range(50):
+            cache.put_many("m", [(f"key-{t}-{i}", ChatResponse(text=f"{t}/{i}"))], wait=False)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with sqlite3.connect(own_cache) as db:  # another connection: only committed rows are visible
+        assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 800
+    assert cache.get_many(["key-3-7"])["key-3-7"] == ChatResponse(text="3/7")
+
+
 def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
     """OpenCompass and friends may fork: the child must not reuse the parent's SQLite connection."""
     log = tmp_path / "calls.log"
@@ -359,8 +378,6 @@ def test_python_models_can_ask_for_a_retry(tmp_path: Path) -> None:
             Flaky.calls += 1
             if Flaky.calls < 3:
                 raise RetryableModelError("busy", retry_after=0.05)
-            from bridges.models import ChatResponse
-
             return [ChatResponse(text="ok") for _ in requests]
 
     model = fresh(counting_spec(tmp_path / "unused.log", limits={"backoff_s": 0.01}))

@@ -144,8 +144,12 @@ class Model:
             keys.append(key)
         return keys
 
-    def _ask(self, cache: ResponseCache, batch: list[tuple[str, ChatRequest]]) -> list[ChatResponse]:
-        """One backend call (with retries) for a batch of cache misses; the answers are cached at once."""
+    def _ask(self, cache: ResponseCache, batch: list[tuple[str, ChatRequest]], wait: bool) -> list[ChatResponse]:
+        """One backend call (with retries) for a batch of cache misses; the answers are cached at once.
+
+        `wait=False` (many threads): the commit may be left to the thread holding the cache's
+        connection, which makes it within a commit's time; the calling thread asks its next question.
+        """
         backend = self.backend
         requests = [r for _, r in batch]
         estimate = sum(estimated_tokens(r) for r in requests)
@@ -157,7 +161,7 @@ class Model:
         used = sum(r.prompt_tokens + r.completion_tokens for r in out)
         if used and self.throttle.tokens:
             self.throttle.tokens.refund(estimate - used)
-        cache.put_many(self.identity, zip((k for k, _ in batch), out, strict=True))
+        cache.put_many(self.identity, zip((k for k, _ in batch), out, strict=True), wait=wait)
         cache.count(Usage(calls=1))
         return out
 
@@ -185,6 +189,7 @@ class Model:
                 tokens_of(full[i], answers[k]) for i, k in enumerate(keys) if k in answers and asked_at.get(k) != i
             )
             cache.count(Usage(hits=len(keys) - len(todo), misses=len(todo), tokens_saved=saved))
+            cache.sync()  # every answer this call got is committed before it returns (or raises)
             cache.flush(force=False)
         return [answers[k] for k in keys]
 
@@ -217,8 +222,8 @@ class Model:
 
         workers = 1 if backend.batched else min(self.spec.limits.max_concurrency, len(batches))
         if workers == 1:
-            for batch in batches:
-                done(batch, self._ask(cache, batch))
+            for batch in batches:  # committed before the next batch is asked: a kill loses no finished batch
+                done(batch, self._ask(cache, batch, wait=True))
             return
         # Plain threads pulling from one queue: cheaper per request than executor futures, which
         # matters at hundreds of requests a second. The first failure stops the others taking more.
@@ -233,7 +238,7 @@ class Model:
                         return
                     batch = queue.popleft()
                 try:
-                    out = self._ask(cache, batch)
+                    out = self._ask(cache, batch, wait=False)
                 except BaseException as exc:  # handed to the calling thread, which raises it
                     errors.append(exc)
                     stop.set()
