@@ -369,6 +369,15 @@ def test_not_found_and_unreachable_upstreams_fail_without_hanging(upstream: Loop
     assert time.monotonic() - t0 < 5
 
 
+def test_a_slow_upstream_times_out_and_is_retried_a_bounded_number_of_times() -> None:
+    with LoopbackUpstream(latency_s=2.0, max_seconds=60) as up:
+        t0 = time.monotonic()
+        with pytest.raises(ModelUnavailable, match="gave up after 2 attempts.*TimeoutError"):
+            fresh(openai_spec(up, name="slow", timeout_s=0.3, max_retries=1)).generate(questions(1))
+        assert time.monotonic() - t0 < 3
+        assert up.stats()["requests"] == 2
+
+
 def test_python_models_can_ask_for_a_retry(tmp_path: Path) -> None:
     class Flaky:
         batched = True
