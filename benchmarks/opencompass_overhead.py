@@ -81,6 +81,7 @@ def main() -> None:
     from bridges.testing import build_tiny_model
 
     tmp = Path(tempfile.mkdtemp(prefix="bb_oc_bench_"))
+    prep = tmp / "prepared"
     try:
         tiny = build_tiny_model(tmp / "tiny")
         plain = {k: v for k, v in os.environ.items() if k != "USE_TF"} | OFFLINE | {"INTERNLM2_PATH": str(tiny)}
@@ -92,8 +93,8 @@ def main() -> None:
         rows.append(("benchbridge run (tasks inside one OpenCompass process)", t, "1 + benchbridge"))
 
         by_hand = write_config(tmp, "by_hand", "subprocess")
-        prep = tmp / "prepared"
-        timed([str(BIN / "benchbridge"), "prepare", str(by_hand), "--out", str(prep)], plain, tmp)
+        t = timed([str(BIN / "benchbridge"), "prepare", str(by_hand), "--out", str(prep)], plain, tmp)
+        rows.append(("benchbridge prepare alone (load, validate, write the config)", t, "benchbridge"))
         oc_folder = prep / "opencompass"
         cmd = [str(BIN / "opencompass"), str(oc_folder / "eval_by_hand.py")]
 
