@@ -6,8 +6,14 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bridges._errors import BenchbridgeError
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from bridges._runner import RunOutcome
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -90,22 +96,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from rich.console import Console
+def records_table(outcome: RunOutcome) -> Table:
+    """This run's primary records, for `run --no-publish`."""
     from rich.table import Table
 
-    from bridges._config import load_config
-    from bridges._runner import run
-
-    console = Console(stderr=True)
-    config = load_config(args.config)
-    outcome = run(
-        config,
-        _split(args.only),
-        force=args.force,
-        progress=lambda m: console.log(m, markup=False),  # messages hold "[framework]" and paths, not markup
-        cache=not args.no_cache,
-    )
     table = Table(title=f"benchbridge run {outcome.run_id}")
     for col in ("framework", "model", "benchmark", "metric", "value", "status"):
         table.add_column(col)
@@ -122,10 +116,40 @@ def cmd_run(args: argparse.Namespace) -> int:
                 value,
                 r.status if r.status == "ok" else f"failed: {(r.error or '')[:80]}",
             )
-    Console().print(table)
+    return table
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from bridges._config import load_config
+    from bridges._runner import run
+
+    console = Console(stderr=True)
+    config = load_config(args.config)
+    outcome = run(
+        config,
+        _split(args.only),
+        force=args.force,
+        progress=lambda m: console.log(m, markup=False),  # messages hold "[framework]" and paths, not markup
+        cache=not args.no_cache,
+    )
+    lines = [f"run dir: {outcome.run_dir}", f"results: {outcome.db}"]
+    if args.no_publish:
+        Console().print(records_table(outcome))
+    else:
+        # The main job ends on the board: published files plus the merged table in the terminal.
+        from leaderboards.board import failure_notes, rich_table
+        from leaderboards.publish import publish_config
+
+        published = publish_config(config)
+        Console().print(rich_table(published.board, Console().width))
+        for note in failure_notes(published.board):
+            console.print(note, markup=False)
+        lines.append(f"page: {published.index_html}")
     if outcome.cache:
         console.print(outcome.cache.line(), markup=False)  # "[/path]" would parse as a closing tag
-    console.print(f"run dir: {outcome.run_dir}\nresults: {outcome.db}")
+    console.print("\n".join(lines), markup=False)
     return 0 if outcome.ok else 1
 
 
@@ -195,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config")
     run.add_argument("--only", help="comma-separated frameworks (default: all in the config)")
     run.add_argument("--force", action="store_true", help="rerun work a framework would skip as done")
+    run.add_argument("--no-publish", action="store_true", help="store results only; skip publishing the board")
     run.add_argument(
         "--no-cache", action="store_true", help="ask the models again: neither read nor write the response cache"
     )
