@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -164,17 +164,15 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']}"
 
 
-def read_samples(path: Path, kind: Kind) -> list[Sample]:
-    """Reads and validates a samples JSONL; any bad line raises naming `file:line: key`."""
-    model = SAMPLE_TYPES[kind]
-    samples: list[Sample] = []
-    seen: dict[str, int] = {}
+def read_jsonl_objects(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; a bad line raises naming `file:line`."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise BenchbridgeError(f"{path}: file not found") from None
     except UnicodeDecodeError as exc:
         raise BenchbridgeError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    out = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -184,6 +182,16 @@ def read_samples(path: Path, kind: Kind) -> list[Sample]:
             raise BenchbridgeError(f"{where(path, lineno)}: invalid JSON: {exc.msg}") from None
         if not isinstance(raw, dict):
             raise BenchbridgeError(f"{where(path, lineno)}: expected a JSON object")
+        out.append((lineno, raw))
+    return out
+
+
+def read_samples(path: Path, kind: Kind) -> list[Sample]:
+    """Reads and validates a samples JSONL; any bad line raises naming `file:line: key`."""
+    model = SAMPLE_TYPES[kind]
+    samples: list[Sample] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in read_jsonl_objects(path):
         try:
             sample = model.model_validate(raw)
         except ValidationError as exc:

@@ -27,6 +27,7 @@ from bridges.datasets._format import (
     QaSample,
     Sample,
     _first_error,
+    read_jsonl_objects,
 )
 
 Importer = Callable[..., Dataset]
@@ -147,7 +148,7 @@ def import_openai_evals_samples(source: Path, name: str, **options: Any) -> Data
     """An evals ``samples.jsonl``: ``{"input": [messages] | "text", "ideal": str | [str]}``."""
     samples: list[Sample] = []
     seen: dict[str, int] = {}
-    for line, raw in _jsonl(source):
+    for line, raw in read_jsonl_objects(source):
         if "ideal" not in raw:
             raise BenchbridgeError(f"{where(source, line)}: ideal: missing")
         if "input" not in raw:
@@ -241,18 +242,3 @@ def import_csv(source: Path, name: str, **options: Any) -> Dataset:
             samples.append(_validated(QaSample, raw, source, line))
     kind = "mcq" if choice_cols else "qa"
     return Dataset(_card(name, kind, source, **options), samples)
-
-
-def _jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    out = []
-    for line, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not text.strip():
-            continue
-        try:
-            raw = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BenchbridgeError(f"{where(path, line)}: invalid JSON: {exc.msg}") from None
-        if not isinstance(raw, dict):
-            raise BenchbridgeError(f"{where(path, line)}: expected a JSON object")
-        out.append((line, raw))
-    return out
