@@ -18,6 +18,7 @@ import json
 import os
 import signal
 import sys
+import time
 from typing import Any
 
 
@@ -67,15 +68,20 @@ def _log_prompts(log: str, batch: list[Any]) -> None:
 
 
 class CountingAnswerKeyModel:
-    """`bridges.testing.AnswerKeyModel` that also logs every prompt it answers (benchmarks/model_layer.py)."""
+    """`bridges.testing.AnswerKeyModel` that also logs every prompt it answers (benchmarks/model_layer.py).
 
-    def __init__(self, log: str, **kwargs: Any) -> None:
+    `delay_s` per prompt stands in for a remote model's time, so a benchmark shows what a cache hit saves.
+    """
+
+    def __init__(self, log: str, delay_s: float = 0.0, **kwargs: Any) -> None:
         from bridges.testing import AnswerKeyModel
 
         self.log = log
+        self.delay_s = delay_s
         self.model = AnswerKeyModel(**kwargs)
 
     def __call__(self, batch: list[Any]) -> list[str]:
+        time.sleep(self.delay_s * len(batch))
         answers = self.model(batch)
         _log_prompts(self.log, batch)
         return answers
