@@ -238,7 +238,7 @@ def _openai(spec: OpenAISpec, options: Options) -> NativeModel:
 
 
 def _through_layer(spec: ModelSpec, options: Options) -> NativeModel:
-    # The model layer applies spec.system_prompt itself (only when a sample has no system message).
+    # The model layer applies spec.system_prompt itself (before any system turn of the sample).
     return NativeModel(PYTHON_LM, {"spec": json.dumps(spec.public_dict())}, can_score=False, apply_chat_template=True)
 
 

@@ -98,3 +98,18 @@ def test_help_imports_no_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_model_system_prompt_comes_first_and_keeps_the_datasets_own() -> None:
+    from bridges.models import ChatRequest, as_messages
+
+    spec = PythonSpec(name="echo", target="tests.test_config:echo_system", system_prompt="Be terse.")
+    model = get_model(spec)
+    own = ChatRequest(as_messages([{"role": "system", "content": "City only."}, {"role": "user", "content": "Q"}]))
+    none = ChatRequest(as_messages("Q"))
+    assert [r.text for r in model.generate([own, none])] == ["Be terse.\n\nCity only.", "Be terse."]
+
+
+def echo_system(batch: list[list[dict[str, str]]]) -> list[str]:
+    """A python model answering with the conversation's system message: shows what the layer sent."""
+    return [next((m["content"] for m in conv if m["role"] == "system"), "") for conv in batch]

@@ -85,6 +85,17 @@ def tokens_of(req: ChatRequest, resp: ChatResponse) -> int:
     return used or (sum(len(c) for _, c in req.messages) + len(resp.text)) // 4
 
 
+def with_system_prompt(messages: Messages, system_prompt: str) -> Messages:
+    """The model's system prompt first; a dataset's own system turn follows it in the same message.
+
+    Both are kept so that system-prompt variants of one model still differ on datasets that carry
+    their own instructions (lm-eval joins `system_instruction` and a task description the same way).
+    """
+    if messages and messages[0][0] == "system":
+        return (("system", f"{system_prompt}\n\n{messages[0][1]}"), *messages[1:])
+    return (("system", system_prompt), *messages)
+
+
 class Model:
     """A model spec bound to its backend (created on first cache miss: a fully cached run never loads it)."""
 
@@ -115,8 +126,8 @@ class Model:
     def _complete_request(self, req: ChatRequest) -> ChatRequest:
         gen = self.spec.generation
         messages = req.messages
-        if self.spec.system_prompt and not any(role == "system" for role, _ in messages):
-            messages = (("system", self.spec.system_prompt), *messages)
+        if self.spec.system_prompt:
+            messages = with_system_prompt(messages, self.spec.system_prompt)
         return replace(
             req,
             messages=messages,
