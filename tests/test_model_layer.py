@@ -312,6 +312,17 @@ def test_requests_per_minute_limit(upstream: LoopbackUpstream) -> None:
     assert arrivals[-1] - arrivals[0] >= 1.5  # 8 after the burst at 4 a second: ~2 s
 
 
+def test_tokens_per_minute_limit(tmp_path: Path) -> None:
+    """Each request is estimated at prompt/4 + 4 per message + max_new_tokens = 16 tokens."""
+    limited = counting_spec(tmp_path / "calls.log", batch_size=1, limits={"tokens_per_minute": 6000})  # 100/s
+    t0 = time.monotonic()
+    fresh(limited).generate(questions(10, max_new_tokens=10))  # a burst of 100 tokens, then 100 a second
+    assert time.monotonic() - t0 >= 0.4  # 160 tokens: ~0.6 s
+    t0 = time.monotonic()
+    fresh(counting_spec(tmp_path / "calls.log", batch_size=1)).generate(questions(10, max_new_tokens=11))
+    assert time.monotonic() - t0 < 0.4
+
+
 def test_retry_after_is_honoured_by_the_whole_model() -> None:
     faults = Faults(burst_every=4, burst_s=1.0)  # requests 4, 8, ... open one second of 429s
     with LoopbackUpstream(latency_s=0.01, faults=faults, max_seconds=120) as up:
