@@ -165,7 +165,10 @@ class Model:
         requests = [r for _, r in batch]
         estimate = sum(estimated_tokens(r) for r in requests)
         out = self.throttle.call(
-            lambda: backend.generate(requests), estimate, on_retry=lambda: cache.count(Usage(retries=1))
+            lambda: backend.generate(requests),
+            len(requests),
+            estimate,
+            on_retry=lambda: cache.count(Usage(retries=1)),
         )
         if len(out) != len(requests):
             raise RuntimeError(f"model {self.spec.name!r} returned {len(out)} answers for {len(requests)} prompts")

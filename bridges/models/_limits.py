@@ -90,11 +90,11 @@ class Throttle:
             time.sleep(wait)
 
     @contextmanager
-    def slot(self, tokens: float) -> Iterator[None]:
+    def slot(self, requests: int, tokens: float) -> Iterator[None]:
         self._wait_for_pause()
         with self.slots:
             if self.requests:
-                self.requests.acquire(1)
+                self.requests.acquire(requests)
             if self.tokens:
                 self.tokens.acquire(tokens)
             with self._lock:
@@ -106,12 +106,13 @@ class Throttle:
                 with self._lock:
                     self.in_flight -= 1
 
-    def call(self, fn: Callable[[], T], tokens: float, on_retry: Callable[[], None]) -> T:
-        """Runs `fn` in a slot, retrying `RetryableModelError` with backoff; the slot is free while waiting."""
+    def call(self, fn: Callable[[], T], requests: int, tokens: float, on_retry: Callable[[], None]) -> T:
+        """Runs `fn` (a backend call answering `requests` prompts) in a slot, retrying `RetryableModelError`
+        with backoff; the slot is free while waiting. Every prompt counts against requests_per_minute."""
         attempt = 0
         while True:
             try:
-                with self.slot(tokens):
+                with self.slot(requests, tokens):
                     return fn()
             except RetryableModelError as exc:
                 attempt += 1

@@ -34,7 +34,9 @@ class Limits(_Strict):
     """
 
     max_concurrency: int = Field(4, ge=1, description="requests (or batches) in flight at once")
-    requests_per_minute: float | None = Field(None, gt=0, description="token bucket; None: unlimited")
+    requests_per_minute: float | None = Field(
+        None, gt=0, description="prompts per minute (a batch counts its prompts), token bucket; None: unlimited"
+    )
     tokens_per_minute: float | None = Field(None, gt=0, description="prompt + max_new_tokens, corrected by usage")
     max_retries: int = Field(6, ge=0, description="retries of a 429/5xx/timeout/dropped connection")
     timeout_s: float = Field(120.0, gt=0, description="per attempt")
