@@ -16,9 +16,12 @@ does everywhere else in benchbridge. Endpoints: `/v1/chat/completions`, `/v1/com
   answer as one chosen token with logprob 0.
 - `usage`: the backend's token counts, or whitespace-separated word counts when it has none.
 
-Requests that arrive together with the same settings are answered in one `generate` call (an `hf`
-model then decodes them as one batch), and one worker per model keeps a model from being called
-from many threads at once.
+Backends that batch (`hf`, `python`): requests that arrive together with the same settings are
+answered in one `generate` call (an `hf` model then decodes them as one batch), and one worker per
+model keeps the model from being called from many threads at once. Backends that do not (`openai`):
+each request calls `generate` on its own request thread, and the layer's `limits.max_concurrency`
+bounds how many are in flight. Accepted connections get TCP_NODELAY, so a response body does not
+wait behind its headers for the peer's delayed ACK.
 """
 
 from __future__ import annotations
@@ -243,13 +246,18 @@ def tool_arguments(schema: dict[str, Any], answer: str, prompt: str) -> dict[str
 # ---- the served models ----
 
 
+def model_error(exc: Exception) -> ApiError:
+    """A model's error as an HTTP 500 in OpenAI's format (the log keeps the traceback)."""
+    _log.error("model error", exc_info=exc)
+    return ApiError(500, f"model error: {type(exc).__name__}: {exc}")
+
+
 def answer_of(future: Future[ChatResponse]) -> ChatResponse:
-    """The model's answer, or its error as an HTTP 500 in OpenAI's format (the log keeps the traceback)."""
+    """The model's answer, or its error as an HTTP 500."""
     try:
         return future.result()
     except Exception as exc:
-        _log.error("model error", exc_info=exc)
-        raise ApiError(500, f"model error: {type(exc).__name__}: {exc}") from exc
+        raise model_error(exc) from exc
 
 
 def word_count(text: str) -> int:
@@ -257,27 +265,43 @@ def word_count(text: str) -> int:
 
 
 class ModelWorker:
-    """Answers one model's requests on one thread, batching those that arrive together."""
+    """Answers one model's requests: batched backends on one thread that batches what arrives together,
+    the others directly on the calling (request) thread, the layer bounding the calls in flight."""
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
         self.model = get_model(spec)
-        self.model.backend  # noqa: B018 - load now: a missing model folder fails at start, not per request
+        # Load now: a missing model folder fails at start, not per request.
+        self.batched = self.model.backend.batched
         self._queue: queue.Queue[tuple[ChatRequest, Future[ChatResponse]] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name=f"serve-{spec.name}", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+        if self.batched:
+            self._thread = threading.Thread(target=self._loop, name=f"serve-{spec.name}", daemon=True)
+            self._thread.start()
 
     def submit(self, request: ChatRequest) -> Future[ChatResponse]:
+        """Queues a request for the batching worker (batched backends only)."""
         future: Future[ChatResponse] = Future()
         self._queue.put((request, future))
         return future
 
+    def answer_all(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        """The answers, in order; a model error is an HTTP 500 in OpenAI's format."""
+        if self.batched:  # submitted together, so the worker can answer them as one batch
+            futures = [self.submit(r) for r in requests]
+            return [answer_of(f) for f in futures]
+        try:
+            return self.model.generate(requests)
+        except Exception as exc:
+            raise model_error(exc) from exc
+
     def answer(self, request: ChatRequest) -> ChatResponse:
-        return answer_of(self.submit(request))
+        return self.answer_all([request])[0]
 
     def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
 
     def _next_batch(self) -> list[tuple[ChatRequest, Future[ChatResponse]]] | None:
         first = self._queue.get()
@@ -486,9 +510,7 @@ def make_app(served: ServedModels) -> FastAPI:
             )
             for p in prompts
         ]
-        # Submitted together, so the worker can answer them as one batch.
-        futures = [worker.submit(r) for r in requests]
-        answers = [answer_of(f) for f in futures]
+        answers = worker.answer_all(requests)
         choices = [
             {
                 "index": i,
@@ -515,8 +537,11 @@ def make_app(served: ServedModels) -> FastAPI:
 def bind(host: str, port: int) -> socket.socket:
     """A listening-ready socket; port 0 picks a free one."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the socket says
+    # it is TCP (proto 0 does not), and without it each response body waits ~40 ms behind its headers.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted connections on Linux
     try:
         sock.bind((host, port))
     except OSError as exc:
