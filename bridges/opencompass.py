@@ -33,9 +33,12 @@ What `prepare(out_dir)` writes (runnable by hand: ``opencompass out_dir/eval_<co
 - ``benchbridge.json``: which dataset abbr is which benchmark/subset, read back by `collect`.
 
 Models, by kind (`MODEL_CONFIGS`): ``hf`` -> ``HuggingFacewithChatTemplate`` (``chat: true``) or
-``HuggingFaceBaseModel``; ``openai`` -> ``OpenAISDK`` with ``key='ENV'`` (the secret is passed to the
-OpenCompass process as ``OPENAI_API_KEY`` from the spec's ``api_key_env``; by hand, export it; give
-the spec a local ``tokenizer_path`` offline, else OpenAISDK fetches a tiktoken file to count tokens);
+``HuggingFaceBaseModel``; ``openai`` -> ``OpenAISDK`` with ``key='ENV'`` (by hand, export
+``OPENAI_API_KEY`` from the spec's ``api_key_env``; give the spec a local ``tokenizer_path``
+offline, else OpenAISDK fetches a tiktoken file to count tokens). `prepare` points it at the
+upstream; during `run` it asks a loopback endpoint benchbridge serves for the spec
+(`bridges.serve.serving`, model = the spec's name, a dummy key), so every call goes through the
+model layer (response cache, rate limits, retries) and the secret never reaches OpenCompass;
 any other kind (``python``, third-party kinds) -> `bridges._opencompass_model.BenchbridgeModel`, which
 calls benchbridge's model layer with the spec serialised as plain JSON in the config. System turns:
 ``hf`` chat models keep OpenCompass's default meta template, which folds a dataset's SYSTEM turn into
@@ -62,7 +65,8 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,6 +82,7 @@ MANIFEST = "benchbridge.json"
 DATA_DIR = "data"
 WORK_DIR = "outputs"
 LOG_FILE = "opencompass.log"
+SERVED_API_KEY = "benchbridge-serve"  # the loopback endpoint needs none; the layer reads the real key
 KINDS = {"mcq", "qa"}
 OC = "opencompass"
 CONTAINED_RUNNER = "bridges._opencompass_model.ContainedRunner"
@@ -447,6 +452,13 @@ def openai_model(spec: ModelSpec, options: OpenCompassOptions) -> dict[str, Any]
     return cfg
 
 
+def served_view(spec: OpenAISpec, base_url: str) -> OpenAISpec:
+    """The spec as OpenAISDK sees it during `run`: the served endpoint and name, and no rate limit of its
+    own (the layer behind the endpoint paces the upstream; a warm cache needs no pacing)."""
+    limits = spec.limits.model_copy(update={"requests_per_minute": None})
+    return spec.model_copy(update={"base_url": base_url, "model": spec.name, "limits": limits})
+
+
 def layer_model(spec: ModelSpec, options: OpenCompassOptions) -> dict[str, Any]:
     """Any kind without a native OpenCompass class goes through benchbridge's model layer."""
     return {
@@ -667,15 +679,41 @@ class OpenCompassBridge(Bridge):
                         f"{self.config.path}: models: {spec.name}: environment variable {spec.api_key_env} is not set "
                         "(export it or put it in .env)"
                     )
-                env["OPENAI_API_KEY"] = value
+                env["OPENAI_API_KEY"] = SERVED_API_KEY  # the served endpoint's; the layer reads the real one
         return env
+
+    @contextmanager
+    def _served_openai_models(self) -> Iterator[None]:
+        """While open, `openai` models are written to ask a loopback endpoint serving their specs."""
+        specs = [s for s in self.models if isinstance(s, OpenAISpec)]
+        if not specs:
+            yield
+            return
+        from bridges.serve import serving
+
+        upstream_models = self.models
+        try:
+            with serving(specs) as url:
+                self.models = [served_view(s, url) if isinstance(s, OpenAISpec) else s for s in self.models]
+                yield
+        finally:
+            self.models = upstream_models
 
     def run(self, out_dir: Path) -> list[Record]:
         env = self._environment()
-        self.prepare(out_dir)
         exe = Path(sys.executable).parent / "opencompass"
         if not exe.exists():
             raise BenchbridgeError(f"{exe}: opencompass CLI not found in this venv (scripts/setup.sh installs it)")
+        with self._served_openai_models():
+            self.prepare(out_dir)
+            code, tail, log_path = self._run_opencompass(out_dir, env)
+        if code != 0:
+            raise FrameworkFailure(f"opencompass exited with code {code} (log: {log_path})", "".join(tail[-30:]))
+        return self.collect(out_dir)
+
+    def _run_opencompass(self, out_dir: Path, env: dict[str, str]) -> tuple[int, list[str], Path]:
+        """Runs the prepared config; returns the exit code, the log's last lines and the log path."""
+        exe = Path(sys.executable).parent / "opencompass"
         cmd = [str(exe), self.config_file]
         log_path = out_dir / LOG_FILE
         self.ctx.progress(f"[opencompass] {' '.join(cmd)} (cwd {out_dir}, log {log_path})")
@@ -693,9 +731,7 @@ class OpenCompassBridge(Bridge):
                 if message:
                     self.ctx.progress(f"[opencompass] {message} ({time.monotonic() - started:.0f}s)")
             code = proc.wait()
-        if code != 0:
-            raise FrameworkFailure(f"opencompass exited with code {code} (log: {log_path})", "".join(tail[-30:]))
-        return self.collect(out_dir)
+        return code, tail, log_path
 
     # -- collect ------------------------------------------------------------------------------------
 
