@@ -18,6 +18,14 @@ Layout of a prepared / run folder (`<out>/lm_eval/`):
   (``python -m bridges._lm_eval_worker jobs/<model>.json`` reproduces it).
 - ``results/<model>/``: lm-eval's own ``results_<date>.json`` and ``samples_<task>_<date>.jsonl``,
   the process log, and ``skipped.json`` (tasks the model could not run, with the reason).
+
+``openai`` models run as lm-eval's own ``local-chat-completions`` / ``local-completions``. Prepared
+jobs point at the model's upstream (``OPENAI_API_KEY=$<api_key_env>`` by hand); during
+``benchbridge run`` they point at a loopback endpoint benchbridge serves for the model
+(`bridges.serve.serving`, a dummy key), so every call goes through the model layer (response cache,
+rate limits, retries) before the upstream. The exception is a ``completions_models`` entry with a
+``tokenizer_path``: it scores loglikelihoods (echoed prompt logprobs), which the layer cannot ask,
+so it calls the upstream directly.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +61,7 @@ LOG_FILE = "lm_eval.log"
 STATUS_FILE = "status.json"
 KINDS = {"mcq", "qa"}
 PYTHON_LM = "benchbridge-python"  # registered by bridges._lm_eval_worker
+SERVED_API_KEY = "benchbridge-serve"  # the loopback endpoint needs none; the layer reads the real key
 
 # The primary lm-eval result key ("metric,filter") per task variant.
 PRIMARY = {"loglikelihood": "acc,none", "generate_mcq": "exact_match,letter", "qa": "exact_match,strip"}
@@ -181,6 +190,7 @@ class NativeModel:
     apply_chat_template: bool
     system_instruction: str | None = None
     env: dict[str, str] = field(default_factory=dict)  # child env var -> env var to read it from
+    env_values: dict[str, str] = field(default_factory=dict)  # child env var -> value (never a secret)
 
     def cli_args(self) -> str:
         return ",".join(f"{k}={v}" for k, v in self.model_args.items())
@@ -557,6 +567,7 @@ class LMEvalBridge(Bridge):
             value = os.environ.get(source) or _dotenv(source)
             if value:
                 env[target] = value
+        env.update(native.env_values)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         return env
@@ -593,16 +604,39 @@ class LMEvalBridge(Bridge):
                     status["error"] = f"lm-eval did not finish within timeout_s={self.options.timeout_s}"
         (results / STATUS_FILE).write_text(json.dumps(status), encoding="utf-8")
 
+    @contextmanager
+    def _served_openai_models(self) -> Iterator[None]:
+        """While open, `openai` models (but loglikelihood scorers, see the module docstring) ask a loopback
+        endpoint serving their spec, so each call goes through the model layer and then the upstream."""
+        specs = [s for s in self.config.models if isinstance(s, OpenAISpec) and not self.natives[s.name].can_score]
+        if not specs:
+            yield
+            return
+        from bridges.serve import serving
+
+        upstream_natives = dict(self.natives)
+        try:
+            with serving(specs) as url:
+                for spec in specs:
+                    native = native_model(spec.model_copy(update={"base_url": url, "model": spec.name}), self.options)
+                    self.natives[spec.name] = replace(native, env={}, env_values={"OPENAI_API_KEY": SERVED_API_KEY})
+                yield
+        finally:
+            self.natives = upstream_natives
+
     def run(self, out_dir: Path) -> list[Record]:
         out_dir = Path(out_dir).resolve()
-        self.prepare(out_dir)
-        for spec in self.config.models:
-            self.ctx.progress(f"[lm_eval] {spec.name}: {', '.join(self.tasks_for(spec.name))}")
-            started = time.monotonic()
-            self._run_model(out_dir, spec)
-            status = _read_json(self.results_dir(out_dir, spec.name) / STATUS_FILE, {})
-            outcome = "ok" if status.get("returncode") == 0 else f"failed (log: {self.results_dir(out_dir, spec.name)})"
-            self.ctx.progress(f"[lm_eval] {spec.name}: {outcome} in {time.monotonic() - started:.1f}s")
+        with self._served_openai_models():
+            self.prepare(out_dir)
+            for spec in self.config.models:
+                self.ctx.progress(f"[lm_eval] {spec.name}: {', '.join(self.tasks_for(spec.name))}")
+                started = time.monotonic()
+                self._run_model(out_dir, spec)
+                status = _read_json(self.results_dir(out_dir, spec.name) / STATUS_FILE, {})
+                outcome = (
+                    "ok" if status.get("returncode") == 0 else f"failed (log: {self.results_dir(out_dir, spec.name)})"
+                )
+                self.ctx.progress(f"[lm_eval] {spec.name}: {outcome} in {time.monotonic() - started:.1f}s")
         return self.collect(out_dir)
 
     # ---------------------------------------------------------------- collect

@@ -100,10 +100,18 @@ def lm_eval_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path,
 
     folder = tmp_path_factory.mktemp("lm_eval_run")
     served = parse_model_spec(keyed_spec("keyed-served", ceval_canonical))
-    with serving(served) as url:
+    # During the run, benchbridge's model layer calls `url` for keyed-api, with the key it reads from api_key_env.
+    with serving(served) as url, pytest.MonkeyPatch.context() as env:
+        env.setenv("BENCHBRIDGE_TEST_KEYED_API_KEY", "sk-unused")
         models = [
             keyed_spec("keyed", ceval_canonical),
-            {"name": "keyed-api", "kind": "openai", "model": "keyed-served", "base_url": url},
+            {
+                "name": "keyed-api",
+                "kind": "openai",
+                "model": "keyed-served",
+                "base_url": url,
+                "api_key_env": "BENCHBRIDGE_TEST_KEYED_API_KEY",
+            },
             {"name": "tiny", "kind": "hf", "path": str(tiny_model_path), "generation": {"max_new_tokens": 8}},
         ]
         datasets = [{"path": str(DATASETS / d)} for d in [*KEYED_DATASETS, "open_instructions"]]
