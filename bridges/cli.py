@@ -163,6 +163,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_board_arguments(parser: argparse.ArgumentParser) -> None:
+    """What `board` and `publish` both take: where the results are and how columns are averaged."""
+    parser.add_argument("config", nargs="?", help="run config (its results database and publish settings)")
+    parser.add_argument("--db", help="a results database instead of a config")
+    parser.add_argument(
+        "--average-over", action="append", help="a column id or pattern to average over (repeatable; e.g. 'lm_eval/*')"
+    )
+    parser.add_argument("--subsets", action="store_true", help="a column per subset (e.g. C-Eval subject)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="benchbridge",
@@ -196,23 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(handler=cmd_prepare)
 
     board = sub.add_parser("board", help="print the merged leaderboard: models x framework/benchmark/metric")
-    board.add_argument("config", nargs="?", help="run config (its results database and publish settings)")
-    board.add_argument("--db", help="a results database instead of a config")
-    board.add_argument(
-        "--average-over", action="append", help="a column id or pattern to average over (repeatable; e.g. 'lm_eval/*')"
-    )
-    board.add_argument("--subsets", action="store_true", help="a column per subset (e.g. C-Eval subject)")
+    add_board_arguments(board)
     board.set_defaults(handler=cmd_board)
 
     pub = sub.add_parser("publish", help="write the board as CSV, Markdown, HTML page, xlsx, OpenCompass and EEE files")
-    pub.add_argument("config", nargs="?", help="run config (its results database and publish settings)")
-    pub.add_argument("--db", help="a results database instead of a config")
+    add_board_arguments(pub)
     pub.add_argument("--out", help="folder to (re)write (default: the config's publish.out or WORK_DIR/leaderboard)")
     pub.add_argument("--title", help="page title (default: the config's publish.title or name)")
-    pub.add_argument(
-        "--average-over", action="append", help="a column id or pattern to average over (repeatable; e.g. 'lm_eval/*')"
-    )
-    pub.add_argument("--subsets", action="store_true", help="a column per subset (e.g. C-Eval subject)")
     pub.set_defaults(handler=cmd_publish)
 
     run = sub.add_parser("run", help="run the frameworks and store normalized results")
