@@ -213,6 +213,26 @@ def test_answers_written_without_waiting_are_all_committed(own_cache: Path) -> N
     assert cache.get_many(["key-3-7"])["key-3-7"] == ChatResponse(text="3/7")
 
 
+def test_lookups_see_queued_answers_and_do_not_wait_for_the_writer(own_cache: Path) -> None:
+    """A lookup reads through its own connection: it neither queues behind a commit nor misses an
+    answer that is queued but not committed yet (the writer's connection is held meanwhile)."""
+    cache = response_cache()
+    cache.put_many("m", [("committed", ChatResponse(text="c"))])
+    with cache._lock:  # the writer is busy: rows queued now stay queued
+        cache.put_many("m", [("queued", ChatResponse(text="q"))], wait=False)
+        found: dict[str, ChatResponse] = {}
+        reader = threading.Thread(target=lambda: found.update(cache.get_many(["committed", "queued", "absent"])))
+        reader.start()
+        reader.join(timeout=10)
+        assert not reader.is_alive()
+        assert found == {"committed": ChatResponse(text="c"), "queued": ChatResponse(text="q")}
+        with sqlite3.connect(own_cache) as db:
+            assert db.execute("SELECT key FROM responses").fetchall() == [("committed",)]
+    cache.sync()
+    with sqlite3.connect(own_cache) as db:
+        assert sorted(db.execute("SELECT key FROM responses").fetchall()) == [("committed",), ("queued",)]
+
+
 def test_a_forked_child_opens_its_own_connection(tmp_path: Path) -> None:
     """OpenCompass and friends may fork: the child must not reuse the parent's SQLite connection."""
     log = tmp_path / "calls.log"

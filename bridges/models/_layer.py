@@ -203,7 +203,6 @@ class Model:
                 tokens_of(full[i], answers[k]) for i, k in enumerate(keys) if k in answers and asked_at.get(k) != i
             )
             cache.count(Usage(hits=len(keys) - len(todo), misses=len(todo), tokens_saved=saved))
-            cache.sync()  # every answer this call got is committed before it returns (or raises)
             cache.flush(force=False)
         return [answers[k] for k in keys]
 
@@ -236,7 +235,7 @@ class Model:
 
         workers = 1 if backend.batched else min(self.spec.limits.max_concurrency, len(batches))
         if workers == 1:
-            for batch in batches:  # committed before the next batch is asked: a kill loses no finished batch
+            for batch in batches:  # committed (wait=True) before the next is asked: a kill loses no finished batch
                 done(batch, self._ask(cache, batch, wait=True))
             return
         # Plain threads pulling from one queue: cheaper per request than executor futures, which
@@ -269,6 +268,9 @@ class Model:
                 t.join()
         finally:
             stop.set()  # e.g. Ctrl-C in the caller: the workers finish the request in hand and stop
+            # Workers leave their commits to whichever thread holds the connection (`wait=False`):
+            # every answer this call got is committed before it returns (or raises).
+            cache.sync()
         if errors:
             raise errors[0]
 
