@@ -22,10 +22,13 @@ model keeps the model from being called from many threads at once. Backends that
 each request calls `generate` on its own request thread, and the layer's `limits.max_concurrency`
 bounds how many are in flight. Accepted connections get TCP_NODELAY, so a response body does not
 wait behind its headers for the peer's delayed ACK.
+
+The server is Starlette on uvicorn with httptools; request bodies are validated by pydantic models.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import queue
@@ -36,16 +39,18 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from bridges._errors import BenchbridgeError
 from bridges.models import ChatRequest, ChatResponse, ModelSpec, TokenLogprob, get_model
@@ -140,6 +145,9 @@ class CompletionBody(_Sampling):
     prompt: str | list[str]
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
+
+
+BodyT = TypeVar("BodyT", bound=_Sampling)
 
 
 # ---- forced tool calls ----
@@ -349,6 +357,10 @@ class ServedModels:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise BenchbridgeError(f"serve: model names must be unique, got {', '.join(names)}")
+        # Request threads wait on the model layer, which bounds the calls in flight itself: enough threads
+        # for every model's concurrency or batch to fill at once (and Starlette's 40 at least).
+        threads = max(40, sum(max(s.limits.max_concurrency, s.batch_size) for s in specs))
+        self.request_threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="serve-request")
         self.workers: dict[str, ModelWorker] = {}
         try:
             for spec in specs:
@@ -368,6 +380,7 @@ class ServedModels:
         return self.workers[name]
 
     def close(self) -> None:
+        self.request_threads.shutdown(wait=False, cancel_futures=True)
         for worker in self.workers.values():
             worker.close()
 
@@ -416,122 +429,147 @@ def _finish_reason(answer: ChatResponse, limit: int | None) -> str:
     return "stop"
 
 
-def make_app(served: ServedModels) -> FastAPI:
-    app = FastAPI(title="benchbridge serve", docs_url=None, redoc_url=None, openapi_url=None)
+def chat_completion(served: ServedModels, body: ChatCompletionBody) -> dict[str, Any]:
+    """`/v1/chat/completions`, on a request thread: the model layer blocks."""
+    body.check_supported()
+    worker = served.worker(body.model)
+    for m in body.messages:
+        if m.role not in CHAT_ROLES:
+            raise ApiError(400, f"messages[].role: {m.role!r} is not supported (system, user, assistant)")
+    messages = tuple((CHAT_ROLES[m.role], m.text()) for m in body.messages)
+    tool = forced_tool(body)
+    limit = body.max_completion_tokens or body.max_tokens
+    request = ChatRequest(
+        messages=messages,
+        max_new_tokens=limit,
+        temperature=body.temperature,
+        stop=body.stops(),
+        seed=body.seed,
+        logprobs=body.logprobs,
+        top_logprobs=body.top_logprobs or 0,
+        tool=(tool.function.name, json.dumps(tool.function.parameters, sort_keys=True)) if tool else None,
+    )
+    answer = worker.answer(request)
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None}
+    finish = _finish_reason(answer, limit)
+    if tool is not None:
+        prompt = "\n".join(content for _, content in messages)
+        arguments = answer.tool_arguments
+        if arguments is None:
+            arguments = json.dumps(tool_arguments(tool.function.parameters, answer.text, prompt))
+        call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function"}
+        message = {
+            **message,
+            "content": None,
+            "tool_calls": [{**call, "function": {"name": tool.function.name, "arguments": arguments}}],
+        }
+        finish = "tool_calls"
+    prompt_tokens = answer.prompt_tokens or sum(word_count(c) for _, c in messages)
+    completion_tokens = answer.completion_tokens or word_count(answer.text)
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": _chat_logprobs(answer, body.top_logprobs or 0) if body.logprobs else None,
+                "finish_reason": finish,
+            }
+        ],
+        "usage": _usage(prompt_tokens, completion_tokens),
+    }
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
 
-    @app.exception_handler(RequestValidationError)
-    async def _bad_body(request: Request, exc: RequestValidationError) -> JSONResponse:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"] if p != "body")
-        return ApiError(400, f"{loc}: {err['msg']}", param=loc).response()
-
-    @app.get("/v1/models")
-    def list_models() -> dict[str, Any]:
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "benchbridge"} for name in served.workers]
-        return {"object": "list", "data": data}
-
-    @app.post("/v1/chat/completions")
-    def chat_completions(body: ChatCompletionBody) -> dict[str, Any]:
-        body.check_supported()
-        worker = served.worker(body.model)
-        for m in body.messages:
-            if m.role not in CHAT_ROLES:
-                raise ApiError(400, f"messages[].role: {m.role!r} is not supported (system, user, assistant)")
-        messages = tuple((CHAT_ROLES[m.role], m.text()) for m in body.messages)
-        tool = forced_tool(body)
-        limit = body.max_completion_tokens or body.max_tokens
-        request = ChatRequest(
-            messages=messages,
-            max_new_tokens=limit,
+def text_completion(served: ServedModels, body: CompletionBody) -> dict[str, Any]:
+    """`/v1/completions`, on a request thread. A prompt is sent through the model layer as one user
+    message (the layer has chat models only)."""
+    body.check_supported()
+    if body.echo:
+        raise ApiError(400, "echo: not supported by benchbridge serve", param="echo")
+    worker = served.worker(body.model)
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if not prompts:
+        raise ApiError(400, "prompt: empty list", param="prompt")
+    want_logprobs = body.logprobs is not None
+    requests = [
+        ChatRequest(
+            messages=(("user", p),),
+            max_new_tokens=body.max_tokens,
             temperature=body.temperature,
             stop=body.stops(),
             seed=body.seed,
-            logprobs=body.logprobs,
-            top_logprobs=body.top_logprobs or 0,
-            tool=(tool.function.name, json.dumps(tool.function.parameters, sort_keys=True)) if tool else None,
+            logprobs=want_logprobs,
+            top_logprobs=body.logprobs or 0,
         )
-        answer = worker.answer(request)
-        message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None}
-        finish = _finish_reason(answer, limit)
-        if tool is not None:
-            prompt = "\n".join(content for _, content in messages)
-            arguments = answer.tool_arguments
-            if arguments is None:
-                arguments = json.dumps(tool_arguments(tool.function.parameters, answer.text, prompt))
-            call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function"}
-            message = {
-                **message,
-                "content": None,
-                "tool_calls": [{**call, "function": {"name": tool.function.name, "arguments": arguments}}],
-            }
-            finish = "tool_calls"
-        prompt_tokens = answer.prompt_tokens or sum(word_count(c) for _, c in messages)
-        completion_tokens = answer.completion_tokens or word_count(answer.text)
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": _chat_logprobs(answer, body.top_logprobs or 0) if body.logprobs else None,
-                    "finish_reason": finish,
-                }
-            ],
-            "usage": _usage(prompt_tokens, completion_tokens),
+        for p in prompts
+    ]
+    answers = worker.answer_all(requests)
+    choices = [
+        {
+            "index": i,
+            "text": a.text,
+            "logprobs": _completion_logprobs(a, body.logprobs or 0) if want_logprobs else None,
+            "finish_reason": _finish_reason(a, body.max_tokens),
         }
+        for i, a in enumerate(answers)
+    ]
+    prompt_tokens = sum(a.prompt_tokens or word_count(p) for a, p in zip(answers, prompts, strict=True))
+    completion_tokens = sum(a.completion_tokens or word_count(a.text) for a in answers)
+    return {
+        "id": f"cmpl-{uuid.uuid4().hex}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": body.model,
+        "choices": choices,
+        "usage": _usage(prompt_tokens, completion_tokens),
+    }
 
-    @app.post("/v1/completions")
-    def completions(body: CompletionBody) -> dict[str, Any]:
-        """A prompt is sent through the model layer as one user message (the layer has chat models only)."""
-        body.check_supported()
-        if body.echo:
-            raise ApiError(400, "echo: not supported by benchbridge serve", param="echo")
-        worker = served.worker(body.model)
-        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-        if not prompts:
-            raise ApiError(400, "prompt: empty list", param="prompt")
-        want_logprobs = body.logprobs is not None
-        requests = [
-            ChatRequest(
-                messages=(("user", p),),
-                max_new_tokens=body.max_tokens,
-                temperature=body.temperature,
-                stop=body.stops(),
-                seed=body.seed,
-                logprobs=want_logprobs,
-                top_logprobs=body.logprobs or 0,
-            )
-            for p in prompts
-        ]
-        answers = worker.answer_all(requests)
-        choices = [
-            {
-                "index": i,
-                "text": a.text,
-                "logprobs": _completion_logprobs(a, body.logprobs or 0) if want_logprobs else None,
-                "finish_reason": _finish_reason(a, body.max_tokens),
-            }
-            for i, a in enumerate(answers)
-        ]
-        prompt_tokens = sum(a.prompt_tokens or word_count(p) for a, p in zip(answers, prompts, strict=True))
-        completion_tokens = sum(a.completion_tokens or word_count(a.text) for a in answers)
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": body.model,
-            "choices": choices,
-            "usage": _usage(prompt_tokens, completion_tokens),
-        }
 
-    return app
+def parse_body(model: type[BodyT], raw: bytes) -> BodyT:
+    """The request body validated by pydantic straight from JSON; the first problem is a 400 naming its field."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or "body"
+        raise ApiError(400, f"{loc}: {err['msg']}", param=loc) from None
+
+
+def make_app(served: ServedModels) -> Starlette:
+    # Starlette routes rather than FastAPI's: at hundreds of requests a second FastAPI's per-request
+    # machinery (dependency solving, telemetry lookups, extra middleware) cost more CPU than the model
+    # layer does, and this API is three routes whose bodies pydantic validates here anyway.
+    async def list_models(request: Request) -> JSONResponse:
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "benchbridge"} for name in served.workers]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def chat_completions(request: Request) -> JSONResponse:
+        body = parse_body(ChatCompletionBody, await request.body())
+        loop = asyncio.get_running_loop()
+        return JSONResponse(await loop.run_in_executor(served.request_threads, chat_completion, served, body))
+
+    async def completions(request: Request) -> JSONResponse:
+        body = parse_body(CompletionBody, await request.body())
+        loop = asyncio.get_running_loop()
+        return JSONResponse(await loop.run_in_executor(served.request_threads, text_completion, served, body))
+
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return exc.response()
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, HTTPException)  # unknown path (404) or method (405), in OpenAI's error format
+        return ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}").response()
+
+    routes = [
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+    ]
+    return Starlette(routes=routes, exception_handlers={ApiError: api_error, HTTPException: http_error})
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -556,7 +594,7 @@ def base_url(sock: socket.socket) -> str:
 
 
 def _server(served: ServedModels) -> uvicorn.Server:
-    config = uvicorn.Config(make_app(served), log_level="warning", access_log=False, lifespan="off")
+    config = uvicorn.Config(make_app(served), http="httptools", log_level="warning", access_log=False, lifespan="off")
     return uvicorn.Server(config)
 
 

@@ -233,6 +233,22 @@ def test_bad_requests_get_openai_style_errors(
     assert r.json()["error"]["message"] == message
 
 
+def test_malformed_bodies_and_unknown_routes_get_openai_style_errors(client: httpx.Client) -> None:
+    r = client.post(
+        "/chat/completions", content=b'{"model": "echo", "messages": [', headers={"Content-Type": "application/json"}
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["message"].startswith("body: Invalid JSON")
+    r = client.post("/chat/completions", json={"messages": [{"role": "user", "content": "x"}]})
+    assert (r.status_code, r.json()["error"]["message"]) == (400, "model: Field required")
+    r = client.post("/completions", json={"model": "echo", "prompt": "x", "max_tokens": 0})
+    assert (r.status_code, r.json()["error"]["param"]) == (400, "max_tokens")
+    r = client.get("/nowhere")
+    assert (r.status_code, r.json()["error"]["message"]) == (404, "GET /v1/nowhere: Not Found")
+    r = client.get("/chat/completions")
+    assert (r.status_code, r.json()["error"]["type"]) == (405, "invalid_request_error")
+
+
 def test_choice_helpers() -> None:
     assert allowed_choices({"type": "string", "enum": ["x", "y"]}) == ["x", "y"]
     assert allowed_choices({"description": "should be 'Output (a)' or 'Output (b)'"}) == ["Output (a)", "Output (b)"]
