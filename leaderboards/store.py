@@ -21,6 +21,7 @@ from typing import Any
 
 from bridges._errors import BenchbridgeError
 from bridges._records import Record
+from bridges._sqlite import connect_wal
 from leaderboards._secrets import key_env_names, redact, secret_values
 
 SCHEMA_VERSION = 1
@@ -115,13 +116,10 @@ class ResultsStore:
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        # synchronous=NORMAL is durable at every WAL checkpoint and never corrupts; a crash may lose only
+        # the last commit, which the run that crashed would not have finished anyway.
+        conn = connect_wal(self.path)
         try:
-            conn.execute("PRAGMA busy_timeout=60000")
-            conn.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable at every WAL checkpoint and never corrupts; a crash may lose only the
-            # last commit, which the run that crashed would not have finished anyway.
-            conn.execute("PRAGMA synchronous=NORMAL")
             if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
                 try:

@@ -132,6 +132,34 @@ WRITER = """
 """
 
 
+CREATOR = """
+    import sys, time
+    from pathlib import Path
+    from leaderboards.store import ResultsStore
+    from leaderboards.testing import manifest_for, sample_records
+    folder, tag, n = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    records = [r.model_copy(update={"run_id": tag, "framework": "lm_eval"}) for r in sample_records()[:2]]
+    for i in range(n):
+        while not (folder / f"go-{i}").exists():
+            time.sleep(0.0005)
+        ResultsStore(folder / f"r-{i}.sqlite").add_run(manifest_for(tag, "lm_eval", records), records)
+"""
+
+
+def test_processes_creating_one_store_at_once(tmp_path: Path) -> None:
+    """The first users of a new file race to switch it to WAL, and SQLite answers that race with "database
+    is locked" without waiting (it failed 4 of 160 openings before connect_wal retried it)."""
+    files, tags = 15, [f"p{k}" for k in range(4)]
+    procs = [subprocess.Popen([*_python(CREATOR), str(tmp_path), t, str(files)], env=_env()) for t in tags]
+    time.sleep(1.0)  # all imported and waiting
+    for i in range(files):
+        (tmp_path / f"go-{i}").touch()
+        time.sleep(0.05)
+    assert [p.wait(timeout=120) for p in procs] == [0] * len(tags)
+    for i in range(files):
+        assert sorted(m["run_id"] for m in ResultsStore(tmp_path / f"r-{i}.sqlite").runs()) == tags
+
+
 def test_two_processes_writing_at_once(tmp_path: Path) -> None:
     db, go, runs_each = tmp_path / "r.sqlite", tmp_path / "go", 40
     procs = [

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from bridges._errors import BenchbridgeError
+from bridges._sqlite import connect_wal
 from bridges.models._types import ChatResponse, TokenLogprob
 
 ENV_PATH = "BENCHBRIDGE_CACHE"
@@ -160,11 +161,7 @@ class ResponseCache:
         if self._conn is None:
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA busy_timeout = 60000")
-                conn.execute("PRAGMA journal_mode = WAL")
-                # NORMAL in WAL mode: a commit survives the process being killed (not a power cut); no fsync per answer.
-                conn.execute("PRAGMA synchronous = NORMAL")
+                conn = connect_wal(self.path, check_same_thread=False)
                 conn.executescript(_SCHEMA)
             except (OSError, sqlite3.Error) as exc:
                 raise BenchbridgeError(
@@ -224,8 +221,7 @@ class ResponseCache:
                 with self._lock:
                     self._db()
             try:
-                conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-                conn.execute("PRAGMA busy_timeout = 60000")
+                conn = connect_wal(self.path, check_same_thread=False)
             except (OSError, sqlite3.Error) as exc:
                 raise BenchbridgeError(f"response cache {self.path}: cannot open for reading ({exc})") from None
             with self._pending_lock:
