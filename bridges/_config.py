@@ -20,6 +20,7 @@ from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, load_dataset
 from bridges.models import ModelSpec, parse_model_spec
 from bridges.models._builtin import materialize
+from bridges.secrets import remember_secret_name
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -153,19 +154,30 @@ class LoadedConfig:
             raise BenchbridgeError(f"{self.path}: frameworks.{framework}.{loc}: {err['msg']}") from None
 
 
-def _interpolate(value: Any, path: Path, key: str, env: dict[str, str]) -> Any:
+def _interpolate(value: Any, path: Path, key: str, env: dict[str, str], keep_refs: bool = False) -> Any:
+    """`${VAR}` replaced from `env`. A `python` model's `args` keep their references (`keep_refs`):
+    they may hold secrets, which must not reach manifests or native configs; the process that builds
+    the model resolves them (`bridges.secrets.resolve_env_refs`). Missing variables fail here all the same."""
     if isinstance(value, dict):
-        return {k: _interpolate(v, path, f"{key}.{k}" if key else str(k), env) for k, v in value.items()}
+        python_args = value.get("kind") == "python" and isinstance(value.get("args"), dict)
+        return {
+            k: _interpolate(
+                v, path, f"{key}.{k}" if key else str(k), env, keep_refs or (python_args and k == "args")
+            )
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_interpolate(v, path, f"{key}[{i}]", env) for i, v in enumerate(value)]
+        return [_interpolate(v, path, f"{key}[{i}]", env, keep_refs) for i, v in enumerate(value)]
     if isinstance(value, str):
 
         def sub(m: re.Match[str]) -> str:
             var, default = m.group(1), m.group(2)
+            if keep_refs:
+                remember_secret_name(var)  # its value is masked in whatever this process prints or writes
             if var in env:
-                return env[var]
+                return m.group(0) if keep_refs else env[var]
             if default is not None:
-                return default
+                return m.group(0) if keep_refs else default
             raise BenchbridgeError(f"{path}: {key}: environment variable ${{{var}}} is not set")
 
         return _ENV_REF.sub(sub, value)

@@ -240,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return handler(args)
     except BenchbridgeError as exc:
-        print(
-            f"benchbridge: error: {exc}".splitlines()[0] if exc.exit_code == 2 else f"benchbridge: error: {exc}",
-            file=sys.stderr,
-        )
+        from bridges.secrets import mask
+
+        text = mask(f"benchbridge: error: {exc}")  # an upstream's message may quote a key
+        print(text.splitlines()[0] if exc.exit_code == 2 else text, file=sys.stderr)
         return exc.exit_code
 
 

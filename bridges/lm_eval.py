@@ -52,6 +52,7 @@ from bridges._records import Record
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
+from bridges.secrets import mask, referenced_env, scrub_tree, spec_secret_names
 
 PREFIX = "bb_"
 TASKS_DIR = "tasks"
@@ -578,15 +579,17 @@ class LMEvalBridge(Bridge):
         results = self.results_dir(out_dir, spec.name)
         results.mkdir(parents=True, exist_ok=True)
         status: dict[str, Any] = {"isolation": self.options.isolation}
+        # A python model's ${VAR} args reach the worker through its environment, never the job file.
+        env = {**self._child_env(self.natives[spec.name]), **referenced_env([spec])}
         if self.options.isolation == "in-process":
             from bridges._lm_eval_worker import run_job
 
-            with _environ(self._child_env(self.natives[spec.name])):
+            with _environ(env):
                 try:
                     run_job(job)
                     status["returncode"] = 0
                 except Exception:  # noqa: BLE001 - reported: every task of this model becomes a failed record
-                    status["error"] = f"lm-eval failed in-process:\n{traceback.format_exc()[-1500:]}"
+                    status["error"] = mask(f"lm-eval failed in-process:\n{traceback.format_exc()[-1500:]}")
         else:
             with (results / LOG_FILE).open("w", encoding="utf-8") as log:
                 try:
@@ -594,7 +597,7 @@ class LMEvalBridge(Bridge):
                         [sys.executable, "-m", "bridges._lm_eval_worker", str(job_path)],
                         stdout=log,
                         stderr=subprocess.STDOUT,
-                        env=self._child_env(self.natives[spec.name]),
+                        env=env,
                         timeout=self.options.timeout_s,
                         check=False,
                     )
@@ -603,6 +606,8 @@ class LMEvalBridge(Bridge):
                     status["returncode"] = None
                     status["error"] = f"lm-eval did not finish within timeout_s={self.options.timeout_s}"
         (results / STATUS_FILE).write_text(json.dumps(status), encoding="utf-8")
+        # lm-eval's log (and its samples) may quote a key, e.g. an upstream's 401 echoing the header.
+        scrub_tree(results, spec_secret_names(self.config.models))
 
     @contextmanager
     def _served_openai_models(self) -> Iterator[None]:

@@ -53,6 +53,8 @@ from bridges._records import Record
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
 from bridges.models import ModelSpec
+from bridges.models._layer import answer_identity
+from bridges.secrets import referenced_env, scrub_file, scrub_tree, secret_values, spec_secret_names
 
 COMPLETION_FN_CLASS = "bridges._evals_completion:BenchbridgeCompletionFn"
 CLASSIFY = "evals.elsuite.modelgraded.classify:ModelBasedClassify"
@@ -168,6 +170,7 @@ class OpenAIEvalsBridge(Bridge):
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(ctx)
         self.opts: OpenAIEvalsOptions = self.options  # type: ignore[assignment]
+        self._secrets: list[str] = []  # values masked in oaieval's logs and records (set by `run`)
         key = f"{self.config.path}: frameworks.{self.name}"
         datasets = {ds.name: ds for ds in self.config.datasets_for(self.name, KINDS)}
         if not datasets:
@@ -366,8 +369,12 @@ class OpenAIEvalsBridge(Bridge):
         def run_one(item: tuple[Job, str]) -> None:
             self._run_job(item[0], item[1], out_dir, oaieval, env)
 
-        with ThreadPoolExecutor(max(1, min(self.opts.parallel, len(todo) or 1))) as pool:
-            list(pool.map(run_one, todo))
+        self._secrets = secret_values(spec_secret_names(self.config.models))
+        try:
+            with ThreadPoolExecutor(max(1, min(self.opts.parallel, len(todo) or 1))) as pool:
+                list(pool.map(run_one, todo))
+        finally:
+            scrub_tree(out_dir, spec_secret_names(self.config.models))  # e.g. files of a killed oaieval
         return self.collect(out_dir)
 
     def _environment(self) -> dict[str, str]:
@@ -394,6 +401,7 @@ class OpenAIEvalsBridge(Bridge):
         else:
             # evals builds an OpenAI client at import and needs a value; no real key leaves this process.
             env["OPENAI_API_KEY"] = "dummy-no-openai-model-in-this-run"
+        env.update(referenced_env(involved))  # python args' ${VAR}: through the environment, never a file
         threads = self.opts.threads or max(max(m.batch_size, m.limits.max_concurrency) for m in involved)
         env["EVALS_THREADS"] = str(threads)
         return env
@@ -407,6 +415,10 @@ class OpenAIEvalsBridge(Bridge):
             "evals": self.version(),
             "model": job.model.public_dict(),
             "grader": job.grader.public_dict() if job.grader else None,
+            # What the response cache keys answers by (python source, hf files, resolved args): a changed
+            # model or grader is asked again, never shown with an earlier version's results.
+            "identity": answer_identity(job.model),
+            "grader_identity": answer_identity(job.grader) if job.grader else None,
             "class": job.plan.method.eval_class,
             "args": job.plan.method.eval_args(""),
             "samples": hashlib.sha256(samples.read_bytes()).hexdigest(),
@@ -477,6 +489,10 @@ class OpenAIEvalsBridge(Bridge):
             except subprocess.TimeoutExpired:
                 returncode = None
                 error = f"oaieval timed out after {self.opts.eval_timeout_s:g} s (log: {log})"
+        # oaieval's log and record may quote a key (an upstream's 401 echoing the header): masked
+        # before anything reads them.
+        for path in (log, record):
+            scrub_file(path, self._secrets)
         if error is None and returncode != 0:
             error = f"oaieval exited with code {returncode}: {_last_error_line(log)} (log: {log})"
         if error is None and read_record_file(record).final_report is None:

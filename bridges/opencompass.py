@@ -77,6 +77,7 @@ from bridges._records import Record
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
+from bridges.secrets import mask, referenced_env, scrub_tree, spec_secret_names
 
 MANIFEST = "benchbridge.json"
 DATA_DIR = "data"
@@ -529,6 +530,14 @@ class OpenCompassBridge(Bridge):
         if dupes:
             raise BenchbridgeError(f"{where}: dataset abbr(s) used twice: {', '.join(dupes)}")
         self.models = [localized(spec, f"{self.config.path}: models[{i}]") for i, spec in enumerate(self.config.models)]
+        for i, spec in enumerate(self.models):
+            if isinstance(spec, OpenAISpec) and not spec.tokenizer_path:
+                # Without it OpenAISDK downloads a tiktoken file to count tokens: offline, a bare ConnectionError.
+                raise BenchbridgeError(
+                    f"{self.config.path}: models[{i}].tokenizer_path: required for openai model {spec.name} in "
+                    "OpenCompass (OpenAISDK counts tokens with it; without it, it downloads a tiktoken file); set it "
+                    "to a local Hugging Face tokenizer folder, or leave opencompass out for this model"
+                )
         key_envs = {s.api_key_env for s in self.models if isinstance(s, OpenAISpec)}
         if len(key_envs) > 1:
             raise BenchbridgeError(
@@ -680,6 +689,7 @@ class OpenCompassBridge(Bridge):
                         "(export it or put it in .env)"
                     )
                 env["OPENAI_API_KEY"] = SERVED_API_KEY  # the served endpoint's; the layer reads the real one
+        env.update(referenced_env(self.models))  # python args' ${VAR}: through the environment, never the config
         return env
 
     @contextmanager
@@ -706,9 +716,14 @@ class OpenCompassBridge(Bridge):
             raise BenchbridgeError(f"{exe}: opencompass CLI not found in this venv (scripts/setup.sh installs it)")
         with self._served_openai_models():
             self.prepare(out_dir)
-            code, tail, log_path = self._run_opencompass(out_dir, env)
+            try:
+                code, tail, log_path = self._run_opencompass(out_dir, env)
+            finally:
+                # OpenCompass's task logs may quote a key (an upstream's error): masked before they are read.
+                scrub_tree(out_dir, spec_secret_names(self.config.models))
         if code != 0:
-            raise FrameworkFailure(f"opencompass exited with code {code} (log: {log_path})", "".join(tail[-30:]))
+            excerpt = mask("".join(tail[-30:]), spec_secret_names(self.config.models))
+            raise FrameworkFailure(f"opencompass exited with code {code} (log: {log_path})", excerpt)
         return self.collect(out_dir)
 
     def _run_opencompass(self, out_dir: Path, env: dict[str, str]) -> tuple[int, list[str], Path]:

@@ -599,3 +599,53 @@ def test_readme_command_runs_the_registry_by_hand(tmp_path: Path) -> None:
     finally:
         for leftover in [*Path("/tmp/evallogs").glob(f"*_bb-{name}_*"), *Path("/tmp/oaievalset").glob(f"bb-{name}.*")]:
             leftover.unlink()
+
+
+STALE_V1 = """
+class Model:  # version 1: knows nothing
+    def __init__(self, datasets):
+        pass
+
+    def __call__(self, batch):
+        return ["I do not know."] * len(batch)
+"""
+STALE_V2 = """
+from bridges.testing import AnswerKeyModel
+
+
+class Model(AnswerKeyModel):  # version 2: answers from the key
+    pass
+"""
+
+
+@pytest.mark.framework
+def test_a_changed_python_model_is_asked_again_an_unchanged_one_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finished evals are reused only while the model's identity (the response cache's: spec and module
+    source) is unchanged: after its code changes, the next run's value is the new code's."""
+    import uuid
+
+    module = f"bb_stale_model_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(STALE_V1, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))  # importable here and in every child process
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p))
+    model = {
+        "name": "stale",
+        "kind": "python",
+        "target": f"{module}:Model",
+        "args": {"datasets": [str(DATASETS / "qa_capitals")]},
+    }
+    cfg = write_config(tmp_path / "cfg", [model], {"methods": ["match"]}, datasets=["qa_capitals"], max_samples=3)
+
+    def accuracy() -> Record:
+        assert main(["run", str(cfg), "--only", "openai_evals", "--no-publish"]) == 0
+        return by_metric(list(stored(cfg).values())[-1], "stale")[("qa_capitals", "match_accuracy")]
+
+    first = accuracy()
+    assert (first.value, "reused_from" in first.extra) == (0.0, False)
+    unchanged = accuracy()
+    assert (unchanged.value, unchanged.extra.get("reused_from")) == (0.0, first.details_path)
+    (tmp_path / f"{module}.py").write_text(STALE_V2, encoding="utf-8")
+    changed = accuracy()
+    assert (changed.value, "reused_from" in changed.extra) == (1.0, False)

@@ -360,8 +360,16 @@ def unknown_subject(tmp_path: Path) -> tuple[dict, str]:
     return config, "frameworks.opencompass.builtin_datasets[0].subjects: computer_netwrk not in ceval_gen"
 
 
+def openai_without_tokenizer(tmp_path: Path) -> tuple[dict, str]:
+    """Offline, OpenAISDK without a tokenizer_path fails inside the run on a tiktoken download."""
+    config = base_config(tmp_path)
+    config["models"].append({"name": "api", "kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"})
+    return config, "models[1].tokenizer_path: required for openai model api in OpenCompass"
+
+
 @pytest.mark.parametrize(
-    "case", [bad_jsonl, missing_ceval, missing_subject, unknown_kind, unknown_dataset, unknown_subject]
+    "case",
+    [bad_jsonl, missing_ceval, missing_subject, unknown_kind, unknown_dataset, unknown_subject, openai_without_tokenizer],
 )
 @pytest.mark.parametrize("command", ["prepare", "run"])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(

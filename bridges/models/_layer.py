@@ -53,6 +53,7 @@ __all__ = [
     "Progress",
     "RetryableModelError",
     "TokenLogprob",
+    "answer_identity",
     "as_messages",
     "get_model",
 ]
@@ -119,9 +120,25 @@ class Model:
     def fingerprint(self) -> str:
         with self._lock:
             if self._fingerprint is None:
-                target = MODEL_KINDS.get(self.spec.kind).fingerprint
-                self._fingerprint = str(import_target(target)(self.spec)) if target else ""  # type: ignore[operator]
+                self._fingerprint = self._compute_fingerprint()
             return self._fingerprint
+
+    def _compute_fingerprint(self) -> str:
+        target = MODEL_KINDS.get(self.spec.kind).fingerprint
+        return str(import_target(target)(self.spec)) if target else ""  # type: ignore[operator]
+
+    def _key_prefix(self) -> dict[str, Any]:
+        return {"v": CACHE_KEY_VERSION, "model": self.identity, "fingerprint": self.fingerprint}
+
+    def answer_identity(self) -> str:
+        """One hash of what the response cache keys this model's answers by (spec identity and kind
+        fingerprint: an `hf` folder's files, a `python` model's source), computed afresh: a model changed
+        since this process first looked is seen as changed, here and in the cache keys from now on.
+        Reuse of finished work (evals' records, AlpacaEval outputs) is keyed by it too."""
+        current = self._compute_fingerprint()
+        with self._lock:
+            self._fingerprint = current
+        return hashlib.sha256(json.dumps(self._key_prefix(), sort_keys=True).encode()).hexdigest()[:16]
 
     def _complete_request(self, req: ChatRequest) -> ChatRequest:
         gen = self.spec.generation
@@ -139,7 +156,7 @@ class Model:
 
     def cache_keys(self, requests: Sequence[ChatRequest]) -> list[str]:
         """One key per (completed) request; see the module docstring for what it covers."""
-        prefix = {"v": CACHE_KEY_VERSION, "model": self.identity, "fingerprint": self.fingerprint}
+        prefix = self._key_prefix()
         draws: dict[str, int] = {}
         keys = []
         for req in requests:
@@ -282,6 +299,11 @@ class Model:
 
 _MODELS: dict[str, Model] = {}
 _MODELS_LOCK = threading.Lock()
+
+
+def answer_identity(spec: ModelSpec) -> str:
+    """`Model.answer_identity` of the spec's shared model: changes whenever its cached answers would."""
+    return get_model(spec).answer_identity()
 
 
 def get_model(spec: ModelSpec) -> Model:

@@ -22,10 +22,13 @@ from bridges.models._types import (
     RetryableModelError,
     TokenLogprob,
 )
+from bridges.secrets import redact, remember_secret_name, secret_values
 
 
 def read_secret(name: str) -> str | None:
-    """An environment variable, else the same key in `./.env`. Never written anywhere by us."""
+    """An environment variable, else the same key in `./.env`. Never written anywhere by us: from now on
+    its value is masked in what this process writes or prints (`bridges.secrets`)."""
+    remember_secret_name(name)
     if os.environ.get(name):
         return os.environ[name]
     env_file = Path(".env")
@@ -88,6 +91,7 @@ class OpenAIBackend:
                 f"model {spec.name}: api_key_env: ${spec.api_key_env} is not set (set it in the environment or .env)"
             )
         self.url = spec.base_url.rstrip("/") + "/chat/completions"
+        self.secrets = secret_values([spec.api_key_env])
         self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         try:
             self.http = HTTPPool(spec.base_url, spec.limits.max_concurrency, spec.limits.timeout_s)
@@ -130,8 +134,11 @@ class OpenAIBackend:
             try:
                 return parse_chat_completion(json.loads(resp.data))
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                raise RetryableModelError(f"{where}: unreadable answer ({exc}): {resp.data[:200]!r}") from exc
-        message = f"{where} -> {status}: {error_message(resp.data)}"
+                text = redact(f"{where}: unreadable answer ({exc}): {resp.data[:200]!r}", self.secrets)
+                raise RetryableModelError(text) from exc
+        # Upstreams quote the request in errors (a 401 may echo the Authorization header): masked
+        # here, before the message reaches a log, a record or a terminal.
+        message = redact(f"{where} -> {status}: {error_message(resp.data)}", self.secrets)
         if status == 429 and error_code(resp.data) == "insufficient_quota":
             raise ModelRequestRejected(message)
         if status in RETRY_STATUS or status >= 500:

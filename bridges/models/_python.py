@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from bridges._errors import BenchbridgeError
 from bridges._registry import Registry, import_target
 from bridges.models._spec import PythonSpec
 from bridges.models._types import ChatRequest, ChatResponse
+from bridges.secrets import env_refs, resolve_env_refs
 
 PYTHON_MODELS: Registry[Any] = Registry("python model")
 
@@ -52,6 +54,10 @@ def fingerprint(spec: PythonSpec) -> str:
             found = None  # the backend, built on a cache miss, names the missing module
         if found is not None and found.origin and Path(found.origin).is_file():
             h.update(Path(found.origin).read_bytes())
+    if env_refs(spec.args):
+        # The values behind `${VAR}` in args change answers (an endpoint, a key); only their hash is kept.
+        resolved = resolve_env_refs(spec.args, f"model {spec.name}: args")
+        h.update(json.dumps(resolved, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
@@ -67,7 +73,7 @@ class PythonBackend:
         else:
             obj = PYTHON_MODELS.get(spec.target, key=f"model {spec.name}: target")
         if inspect.isclass(obj):
-            obj = obj(**spec.args)
+            obj = obj(**resolve_env_refs(spec.args, f"model {spec.name}: args"))
         elif spec.args:
             raise BenchbridgeError(f"model {spec.name}: args given but {spec.target!r} is a function, not a class")
         if not callable(obj):
