@@ -36,8 +36,12 @@ def _metric_label(record: Record) -> str:
 
 
 def _scored(records: Iterable[Record]) -> list[Record]:
-    """The latest successful primary record of every cell that has one."""
-    return [r for r in latest_per_cell(records).values() if r.status == "ok" and r.primary and r.value_100 is not None]
+    """The latest successful primary record of every cell that has one (a score whose every grade
+    was invalid is no measurement, and is left out as the board leaves it out of its average)."""
+    from leaderboards.board import all_invalid, normalise
+
+    latest = latest_per_cell(normalise(records)).values()
+    return [r for r in latest if r.status == "ok" and r.primary and r.value_100 is not None and not all_invalid(r)]
 
 
 def agreement_table(records: Iterable[Record], *, min_frameworks: int = 2) -> pd.DataFrame:

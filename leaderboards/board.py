@@ -7,7 +7,13 @@ whole-benchmark record when it wrote one, else the sample-weighted mean of the s
 records (`subsets=True` gives every subset its own column instead).
 
 Each cell shows the latest successful record; a cell whose every attempt failed shows `failed`
-with the reason, and one nobody ran shows `missing`. A failed record with benchmark `*` (a
+with the reason, and one nobody ran shows `missing`. A judged score whose every grade was invalid
+(OpenAI evals' `__invalid__`) shows `invalid (n/n)`: evals scores it as the lowest choice, which is
+no measurement, so it is neither averaged nor ranked; a partly invalid score shows the count beside
+its value (`87.50 (1 invalid)`). A model that was only a judge, grader or reference is no
+contestant: it gets no row unless it was also evaluated, and where it was (e.g. AlpacaEval's
+reference) its cell says so and that column leaves the default average, so that the board reads the
+same from `--db` as from the config. A failed record with benchmark `*` (a
 framework that failed as a whole) counts against every column of that framework. The average is
 over chosen columns (default: every column with a success, so a column nobody could run is shown
 but does not take every rank away), a lower-is-better column entering as 100 - value; only rows
@@ -34,13 +40,30 @@ if TYPE_CHECKING:
     from bridges._config import LoadedConfig
 
 ALL_BENCHMARKS = "*"  # benchmark of the failure record the runner writes when a framework fails as a whole
-CellStatus = Literal["ok", "failed", "missing"]
+CellStatus = Literal["ok", "failed", "missing", "invalid"]
 NO_VALUE = "—"
+# A model judge's AlpacaEval template, as a reader should see it: the stored name
+# `weighted_alpaca_eval_gpt4_turbo@smollm2` would say GPT-4 Turbo judged.
+TEMPLATE_LABELS = {"weighted_alpaca_eval_gpt4_turbo": "weighted_alpaca_eval"}
 
 
 def fmt(value: float | None) -> str:
     """The one way a 0-100 number is written on every output (terminal, CSV, Markdown, HTML, xlsx)."""
     return NO_VALUE if value is None else f"{value:.2f}"
+
+
+def scored_text(value_100: float | None, n_invalid: int = 0, all_of: int | None = None) -> str:
+    """A score as every output writes it: `87.50`, `87.50 (1 invalid)`, or `invalid (8/8)` when
+    every one of `all_of` grades was invalid."""
+    if all_of is not None:
+        return f"invalid ({n_invalid}/{all_of})"
+    return fmt(value_100) + (f" ({n_invalid} invalid)" if n_invalid else "")
+
+
+def record_text(record: Record) -> str:
+    """One record's value as the board would show it (0-100, invalid grades marked)."""
+    counts = invalid_counts(record) or (0, None)
+    return scored_text(record.value_100, counts[0], counts[1] if all_invalid(record) else None)
 
 
 def one_line(error: str | None, limit: int = 160) -> str:
@@ -78,7 +101,7 @@ class Column:
 
     @property
     def metric_label(self) -> str:
-        judged = f" (judge {self.judge})" if self.judge else ""
+        judged = f" (judge: {self.judge})" if self.judge else ""
         return f"{self.metric}{judged} {self.arrow}"
 
     def covers(self, failed: Record) -> bool:
@@ -102,10 +125,22 @@ class Cell:
     error: str | None = None  # the stored error excerpt of a failed cell
     attempts: int = 0  # records ever stored for this cell
     newer_failure: Record | None = None  # an attempt that failed after the success shown
+    n_invalid: int = 0  # grades the judge gave that matched no choice (or judgements not parsed)
+    n_graded: int | None = None  # grades given in all, when known
+    role: str | None = None  # "judge" / "reference": why a model that was no contestant here has no value
 
     @property
     def text(self) -> str:
-        return fmt(self.value_100) if self.status == "ok" else self.status
+        if self.status in ("ok", "invalid"):
+            return scored_text(self.value_100, self.n_invalid, self.n_graded if self.status == "invalid" else None)
+        return self.role if self.role and self.status == "missing" else self.status
+
+    @property
+    def invalid_text(self) -> str:
+        """The invalid grades as `n_invalid/n_graded` (empty when none), for a separate CSV column."""
+        if not self.n_invalid:
+            return ""
+        return f"{self.n_invalid}/{self.n_graded}" if self.n_graded else str(self.n_invalid)
 
     @property
     def n_samples(self) -> int | None:
@@ -151,6 +186,7 @@ class Board:
     average_over: list[str]  # column ids in the average
     records: list[Record]  # every record the board was built from (the history)
     runs: list[dict[str, Any]] = field(default_factory=list)  # run manifests, when read from a store
+    store_dir: Path | None = None  # the results store's folder: published paths are named relative to it
 
     def column(self, column_id: str) -> Column:
         for c in self.columns:
@@ -232,6 +268,7 @@ class Board:
             "higher_is_better": cell.column.higher_is_better,
             "status": cell.status,
             "text": cell.text,
+            "invalid": cell.invalid_text,
             "value_100": cell.value_100,
             "value": r.value if r and not cell.parts else None,
             "scale": r.scale if r else None,
@@ -295,6 +332,15 @@ def _cell(model: str, column: Column, ok: list[Record], failures: list[Record], 
         best_cell = _fold(model, column, ok, failures, attempts)
     elif best is not None:
         best_cell = Cell(model, column, "ok", best.value_100, record=best, attempts=attempts)
+        counts = invalid_counts(best)
+        if counts:
+            best_cell.n_invalid, best_cell.n_graded = counts
+            if all_invalid(best):
+                best_cell.status, best_cell.value_100 = "invalid", None
+                best_cell.reason = (
+                    f"all {counts[1]} grades by {column.judge or 'the judge'} were invalid (no choice matched): "
+                    "no score, not ranked"
+                )
     elif failures:
         last = max(failures, key=lambda r: r.time)
         return Cell(
@@ -306,6 +352,79 @@ def _cell(model: str, column: Column, ok: list[Record], failures: list[Record], 
     newer = [f for f in failures if shown is not None and f.time > shown.time]
     best_cell.newer_failure = max(newer, key=lambda r: r.time) if newer else None
     return best_cell
+
+
+def invalid_counts(record: Record) -> tuple[int, int | None] | None:
+    """(invalid grades, grades given) of a judged record, from what its bridge put in `extra`:
+    `n_invalid`/`n_graded` (OpenAI evals' `counts/__invalid__` and all counts), or AlpacaEval's
+    `n_unparsed` (judgements it could not parse, left out of the win rate). None: nothing invalid known."""
+    extra = record.extra or {}
+    invalid = extra.get("n_invalid", extra.get("n_unparsed"))
+    if not isinstance(invalid, int) or isinstance(invalid, bool) or invalid <= 0:
+        return None
+    graded = extra.get("n_graded")
+    return invalid, graded if isinstance(graded, int) and not isinstance(graded, bool) and graded > 0 else None
+
+
+def all_invalid(record: Record) -> bool:
+    """Whether every grade behind a judged record was invalid: its number measures nothing."""
+    counts = invalid_counts(record)
+    return counts is not None and counts[1] is not None and counts[0] >= counts[1]
+
+
+def judge_label(framework: str, judge: str | None) -> str | None:
+    """The judge as a reader should see it: the model that judged, then the template it was asked
+    with (AlpacaEval stores a model judge as `<template>@<model>`; other judges are model names)."""
+    if judge and framework == "alpaca_eval" and "@" in judge:
+        template, model = judge.split("@", 1)
+        return f"{model} ({TEMPLATE_LABELS.get(template, template)} template)"
+    return judge
+
+
+def _judge_model(framework: str, judge: str) -> str:
+    return judge.split("@", 1)[1] if framework == "alpaca_eval" and "@" in judge else judge
+
+
+def normalise(records: Iterable[Record]) -> list[Record]:
+    """Records as the board shows them: judge labels that name the judging model, and invalid-grade
+    counts filled in from the `<method>_count_invalid` record evals' bridge writes beside a model-
+    graded score (stores written before the bridge carried the counts in the score's `extra`)."""
+    records = list(records)
+    counts: dict[tuple[str, ...], Record] = {}
+    for r in records:
+        if r.status == "ok" and r.metric.endswith("_count_invalid") and r.judge:
+            method = r.metric.removesuffix("_count_invalid")
+            counts[(r.run_id, r.model, r.framework, r.benchmark, r.subset, r.judge, method)] = r
+    out = []
+    for r in records:
+        update: dict[str, Any] = {}
+        extra = dict(r.extra or {})
+        if r.judge and "n_invalid" not in extra and r.metric.endswith("_score"):
+            method = r.metric.removesuffix("_score")
+            sibling = counts.get((r.run_id, r.model, r.framework, r.benchmark, r.subset, r.judge, method))
+            if sibling is not None and sibling.value is not None:
+                extra.update(n_invalid=round(sibling.value), n_graded=round(sibling.scale))
+                update["extra"] = extra
+        label = judge_label(r.framework, r.judge)
+        if label != r.judge and r.judge:
+            update["extra"] = {**extra, "judge_model": _judge_model(r.framework, r.judge), "judge_name": r.judge}
+            update["judge"] = label
+        out.append(r.model_copy(update=update) if update else r)
+    return out
+
+
+def roles(records: Iterable[Record]) -> dict[str, dict[str, str]]:
+    """framework -> {model: "judge" | "reference"}: the models a framework used to judge or compare
+    against, learnt from its records (a record's `judge`, AlpacaEval's `extra.reference`)."""
+    found: dict[str, dict[str, str]] = {}
+    for r in records:
+        name = (r.extra or {}).get("judge_model") or r.judge
+        if name:
+            found.setdefault(r.framework, {}).setdefault(str(name), "judge")
+        reference = (r.extra or {}).get("reference")
+        if isinstance(reference, str) and reference:
+            found.setdefault(r.framework, {})[reference] = "reference"
+    return found
 
 
 def _covered(columns: list[Column], failed: Record) -> list[Column]:
@@ -366,10 +485,12 @@ def build_board(
 ) -> Board:
     """Models x columns from records (any order; history included: the latest success per cell wins).
 
-    `models` adds rows for models with no record yet; `average_over` takes column ids or fnmatch
-    patterns (`opencompass/*`); `all_metrics` makes a column of every metric, not only primary ones.
+    `models` adds rows for models with no record yet (a model that only judged or was the reference
+    gets none); `average_over` takes column ids or fnmatch patterns (`opencompass/*`), default every
+    column with a score in which every row's model could have one; `all_metrics` makes a column of
+    every metric, not only primary ones.
     """
-    records = list(records)
+    records = normalise(records)
     shown = [r for r in records if r.status == "ok" and r.value is not None and (r.primary or all_metrics)]
     failures = [r for r in records if r.status == "failed"]
     by_id: dict[str, Column] = {}
@@ -381,18 +502,30 @@ def build_board(
             column = _column_of(record, subsets)
             by_id.setdefault(column.id, column)
     columns = sorted(by_id.values(), key=lambda c: (c.framework, c.benchmark == ALL_BENCHMARKS, c.benchmark, c.id))
-    names = list(dict.fromkeys([*models, *sorted({r.model for r in records})]))
-    scored = {_column_of(r, subsets).id for r in shown}
-    averaged = _resolve_average(columns, scored, average_over, average_key)
-
+    contestants = {r.model for r in records}
+    role_of = roles(records)
+    helpers = {m for by_model in role_of.values() for m in by_model}
+    names = list(dict.fromkeys([*(m for m in models if m in contestants or m not in helpers), *sorted(contestants)]))
     covered = [(f, {c.id for c in _covered(columns, f)}) for f in failures]
-    rows = []
+    table: dict[str, dict[str, Cell]] = {}
     for model in names:
         cells = {}
         for column in columns:
             ok = [r for r in shown if r.model == model and _column_of(r, subsets).id == column.id]
             failed = [f for f, ids in covered if f.model == model and column.id in ids]
-            cells[column.id] = _cell(model, column, ok, failed, subsets)
+            cell = cells[column.id] = _cell(model, column, ok, failed, subsets)
+            role = role_of.get(column.framework, {}).get(model)
+            if role and cell.status == "missing":
+                cell.role = role
+                cell.reason = f"{model} was {column.framework}'s {role} here, not a contestant"
+        table[model] = cells
+    # A column where some row's model was the judge or reference cannot rank that model: the default
+    # average leaves it out rather than leave the model unranked (it is still shown).
+    unfair = {c for cells in table.values() for c, cell in cells.items() if cell.role}
+    scored = {_column_of(r, subsets).id for r in shown if not all_invalid(r)} - unfair
+    averaged = _resolve_average(columns, scored, average_over, average_key)
+    rows = []
+    for model, cells in table.items():
         values = [g for g in (cells[i].goodness for i in averaged if cells[i].status == "ok") if g is not None]
         average = sum(values) / len(values) if values else None
         rows.append(Row(model, cells, average, len(values), len(averaged)))
@@ -409,7 +542,9 @@ def open_board(
     if isinstance(source, str | os.PathLike | ResultsStore):
         store = source if isinstance(source, ResultsStore) else ResultsStore(Path(source))
         store.require()
-        return build_board(store.records(config_name), runs=store.runs(config_name=config_name), **options)
+        board = build_board(store.records(config_name), runs=store.runs(config_name=config_name), **options)
+        board.store_dir = store.path.resolve().parent
+        return board
     return build_board(source, **options)
 
 
@@ -448,7 +583,7 @@ def load(
     return open_board(source, config_name=config_name, **options).to_frame(long=long)
 
 
-STYLES = {"ok": "", "failed": "bold red", "missing": "dim"}
+STYLES = {"ok": "", "failed": "bold red", "missing": "dim", "invalid": "yellow"}
 
 
 def _header_lines(board: Board, column: Column) -> list[str]:
@@ -464,7 +599,7 @@ def rich_table(board: Board, width: int = 120) -> Table:
 
     texts = board.table()
     wide = sum(
-        3 + max(len(h), *(len(t[i]) for t in texts))
+        3 + max([len(h), *(len(t[i]) for t in texts)])  # no rows (a run with `models: []`): the header
         for i, h in enumerate(["rank", "model", "average", "cov"] + [""] * len(board.columns))
     ) + sum(max(len(line) for line in _header_lines(board, c)) for c in board.columns)
     table = Table(title=Text(board.title))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bridges._records import Record
-from leaderboards.board import Board
+from leaderboards.board import Board, all_invalid, invalid_counts
 
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "every_eval_ever.eval.schema.json"
 SCHEMA_VERSION = "0.3.0"
@@ -115,8 +115,9 @@ def _result(record: Record, manifest: dict[str, Any]) -> dict[str, Any]:
         "additional_details": _strings({"primary": str(record.primary).lower()}),
     }
     if record.judge:
+        judge = str(record.extra.get("judge_model") or record.judge)  # the model, not the board's label
         metric_config["llm_scoring"] = {
-            "judges": [{"model_info": model_info(record.judge, _spec(manifest, record.judge))}],
+            "judges": [{"model_info": model_info(judge, _spec(manifest, judge))}],
             "input_prompt": str(record.extra.get("judge_prompt") or f"the {record.framework} judge's own prompt"),
         }
     uncertainty: dict[str, Any] = {}
@@ -126,7 +127,13 @@ def _result(record: Record, manifest: dict[str, Any]) -> dict[str, Any]:
         uncertainty["num_samples"] = record.n_samples
     score: dict[str, Any] = {
         "score": record.value,
-        "details": _strings({"value_0_100": f"{record.value_100:.6g}", "details_path": record.details_path}),
+        "details": _strings(
+            {
+                "value_0_100": f"{record.value_100:.6g}",
+                "details_path": record.details_path,
+                "invalid_grades": _invalid(record),
+            }
+        ),
     }
     if uncertainty:
         score["uncertainty"] = uncertainty
@@ -138,6 +145,15 @@ def _result(record: Record, manifest: dict[str, Any]) -> dict[str, Any]:
         "metric_config": metric_config,
         "score_details": score,
     }
+
+
+def _invalid(record: Record) -> str | None:
+    """`invalid/graded` when a judge's grades were invalid (`all` of them: the score measures nothing)."""
+    counts = invalid_counts(record)
+    if counts is None:
+        return None
+    text = f"{counts[0]}/{counts[1]}" if counts[1] else str(counts[0])
+    return f"{text} (all: not a score)" if all_invalid(record) else text
 
 
 def _spec(manifest: dict[str, Any], name: str) -> dict[str, Any] | None:

@@ -10,8 +10,11 @@
     every_eval_ever/*.json    one Every Eval Ever document per evaluation run, schema-validated
 
 Everything is written into a temporary folder next to `out` and renamed into place, so a failure
-leaves the previous board (or nothing) and never half a board. Every text written is escaped for
-its format, and secret values from the environment are masked in all of it.
+leaves the previous board (or nothing) and never half a board; the temporary folders of a publish
+that was killed are removed by the next one. Every text written is escaped for its format (CSV and
+Markdown cells that a spreadsheet would run as a formula start with `'`, as OWASP recommends),
+secret values from the environment are masked in all of it, and paths are named relative to the
+results store's folder (the home folder as `~`), so a board can be shared as it is.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import re
 import secrets as _random
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -45,8 +49,17 @@ if TYPE_CHECKING:
     from bridges.datasets import Dataset
 
 MARKER = ".benchbridge-board"  # marks a folder `publish` made, so it may replace it
-TEMPLATES = Path(__file__).parent / "templates"
 EEE_DIR = "every_eval_ever"
+# A temporary folder of a publish whose process is gone is stale at once; one without a process id
+# (written before they carried one) or whose id may have been reused, after these many seconds.
+STALE_SECONDS = 10 * 60
+STALE_WITH_LIVE_PID_SECONDS = 60 * 60
+# What a publish folder holds: a stale-looking folder holding anything else is not ours, and stays.
+PUBLISHED_NAMES = frozenset(
+    {"leaderboard.csv", "provenance.csv", "leaderboard.md", "index.html", "README_OPENCOMPASS.md", "leaderboard.xlsx"}
+    | {EEE_DIR, MARKER}
+)
+TEMPLATES = Path(__file__).parent / "templates"
 # OpenCompass's dataset site files a benchmark under one of these dimensions.
 OPENCOMPASS_DIMENSIONS = (
     "examination",
@@ -65,6 +78,7 @@ PROVENANCE_COLUMNS = {
     "column": "column",
     "text": "shown",
     "status": "status",
+    "invalid": "invalid grades",
     "reason": "reason",
     "value": "value as written",
     "scale": "scale",
@@ -143,10 +157,23 @@ def dataset_infos(board: Board, datasets: Sequence[Dataset] = ()) -> list[Datase
 
 # ---- CSV -------------------------------------------------------------------------------------
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
+def neutralise(text: str) -> str:
+    """A cell a spreadsheet shows as text, never runs: one starting with = + - @ tab or CR gets a
+    leading `'` (OWASP's CSV injection advice). A number such as -1.50 stays a number."""
+    if text.startswith(FORMULA_STARTS) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
 
 def _csv(rows: list[list[str]]) -> str:
     buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    # RFC 4180's CRLF: Python's writer quotes only cells holding a character of the line terminator,
+    # so with "\n" alone a CR inside a name went out unquoted and split the row for every reader.
+    csv.writer(buffer, lineterminator="\r\n").writerows([[neutralise(cell) for cell in row] for row in rows])
     return buffer.getvalue()
 
 
@@ -177,8 +204,8 @@ def md(value: object) -> str:
 def md_table(header: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[int] = ()) -> str:
     """A GitHub table; the columns at the `right` positions are right-aligned (numbers)."""
     align = ["---:" if i in right else "---" for i in range(len(header))]
-    lines = ["| " + " | ".join(md(h) for h in header) + " |", "|" + "|".join(align) + "|"]
-    lines += ["| " + " | ".join(md(v) for v in row) + " |" for row in rows]
+    lines = ["| " + " | ".join(md(neutralise(_text(h))) for h in header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(md(neutralise(_text(v))) for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -231,7 +258,9 @@ def leaderboard_md(board: Board, generated: str) -> str:
         "",
         f"Generated {md(generated)} by benchbridge {md(_benchbridge_version())}. Each column is one framework's "
         "primary metric for one benchmark on a 0-100 scale; a cell shows the latest successful run, `failed` "
-        "that every attempt failed (reasons below), `missing` that it never ran. The average is over "
+        "that every attempt failed (reasons below), `missing` that it never ran, `invalid (n/n)` that every "
+        "grade the judge gave was invalid (no score; `87.50 (1 invalid)`: one of the grades was), `judge` or "
+        "`reference` that the model had that role there instead of being evaluated. The average is over "
         f"{len(board.average_over)} of {len(board.columns)} columns (a lower-is-better column enters as "
         "100 - value); only models with a result in every averaged column get a rank. Provenance of every "
         "number: `provenance.csv` and `index.html`.",
@@ -509,7 +538,9 @@ def leaderboard_xlsx(board: Board, path: Path, clean: Any) -> None:
             put(ws, i, j, values_cell)
         for j, column in enumerate(board.columns, start=5):
             cell = row.cells[column.id]
-            target = put(ws, i, j, float(cell.text) if cell.status == "ok" else cell.text)
+            target = put(ws, i, j, float(fmt(cell.value_100)) if cell.status == "ok" else cell.text)
+            if cell.status == "ok" and cell.n_invalid:  # still a number, shown like the CSV's text
+                target.number_format = f'0.00" ({cell.n_invalid} invalid)"'
             target.comment = Comment(clean(_tip(board.provenance(cell))), "benchbridge")
     prov = _provenance_rows(board)
     sheet(
@@ -564,12 +595,17 @@ def publish(
     generated = now_iso()
     infos = dataset_infos(board, datasets)
     masked = secret_values(key_env_names(m for run in board.runs for m in run.get("models") or []))
+    paths = _path_names(board.store_dir)
 
     def clean(text: str) -> str:
-        return redact(text, masked)
+        text = redact(text, masked)
+        for absolute, portable in paths:
+            text = text.replace(absolute, portable)
+        return text
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    remove_stale_temporaries(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
         texts = {
             "leaderboard.csv": leaderboard_csv(board),
@@ -585,7 +621,7 @@ def publish(
             texts[f"{EEE_DIR}/{name}"] = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
         for name, text in texts.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / name).write_text(clean(text), encoding="utf-8")
+            (tmp / name).write_text(clean(text), encoding="utf-8", newline="")  # as written: CSV keeps its CRLF
         leaderboard_xlsx(board, tmp / "leaderboard.xlsx", clean)
         marker = {"generated": generated, "title": board.title, "files": sorted([*texts, "leaderboard.xlsx"])}
         (tmp / MARKER).write_text(clean(json.dumps(marker, ensure_ascii=False, indent=2)), encoding="utf-8")
@@ -599,12 +635,73 @@ def publish(
     return Published(out, files, board)
 
 
+def _path_names(store_dir: Path | None) -> list[tuple[str, str]]:
+    """(absolute, portable) prefixes, most specific first: the results store's folder becomes
+    relative (a run folder reads `<run id>/...`), the home folder `~` (e.g. `~/.cache/...`)."""
+    pairs: list[tuple[str, str]] = []
+    folders = [(store_dir, "")] if store_dir is not None else []
+    home = Path.home()
+    if home != Path(home.anchor):  # a home of `/` would turn every path into `~`
+        folders.append((home, "~/"))
+    for folder, name in folders:
+        for form in dict.fromkeys([str(folder), str(folder.resolve())]):
+            pairs.append((form.rstrip(os.sep) + os.sep, name))
+    return sorted(pairs, key=lambda pair: -len(pair[0]))
+
+
+def _stale_pattern(name: str) -> re.Pattern[str]:
+    # mkdtemp's 8 random characters; `tmp-<pid>-` and `old-<pid>-` name the publish that made it
+    return re.compile(rf"\.{re.escape(name)}\.(?:(?:tmp|old)-(?P<pid>\d+)-)?(?:old-)?[a-z0-9_]{{8}}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: it exists
+        return True
+    return True
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Removes the temporary folders a killed `publish` of `out` left beside it: those whose process
+    is gone, or older than `STALE_SECONDS` (an hour when the process id lives: it may be reused)."""
+    if not out.parent.is_dir():
+        return []
+    pattern = _stale_pattern(out.name)
+    now = time.time()
+    removed = []
+    for path in out.parent.iterdir():
+        match = pattern.fullmatch(path.name)
+        if match is None or not path.is_dir() or path.is_symlink():
+            continue
+        try:
+            age = now - path.stat().st_mtime
+            ours = {p.name for p in path.iterdir()} <= PUBLISHED_NAMES
+        except FileNotFoundError:  # another publish just renamed or removed it
+            continue
+        if not ours:
+            continue
+        pid = int(match["pid"]) if match["pid"] else None
+        if pid == os.getpid():
+            continue
+        if pid is not None and _alive(pid):
+            stale = age > STALE_WITH_LIVE_PID_SECONDS
+        else:
+            stale = pid is not None or age > STALE_SECONDS
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 def _swap(tmp: Path, out: Path) -> None:
     """Puts `tmp` at `out`; a board already there is moved aside first and removed after."""
     if not out.exists():
         os.replace(tmp, out)
         return
-    old = out.parent / f".{out.name}.old-{_random.token_hex(4)}"
+    old = out.parent / f".{out.name}.old-{os.getpid()}-{_random.token_hex(4)}"
     os.replace(out, old)
     try:
         os.replace(tmp, out)

@@ -29,7 +29,10 @@ CARDS = {
 JUDGE = "smollm2-judge"
 
 
-def _rec(run_id: str, time: str, framework: str, model: str, benchmark: str, metric: str, value: float, **kw: Any):
+def sample_record(
+    run_id: str, time: str, framework: str, model: str, benchmark: str, metric: str, value: float, **kw: Any
+) -> Record:
+    """A successful record as `framework`'s bridge writes it (its scale, a details file in the run)."""
     scale = 100.0 if framework in ("opencompass", "alpaca_eval") else 1.0
     return Record(
         run_id=run_id,
@@ -43,7 +46,7 @@ def _rec(run_id: str, time: str, framework: str, model: str, benchmark: str, met
         primary=kw.pop("primary", True),
         config_hash="3f9a1c0d2b7e4a55",
         time=time,
-        details_path=f"runs/{run_id}/{framework}/{model}/{benchmark}.jsonl",
+        details_path=kw.pop("details_path", f"runs/{run_id}/{framework}/{model}/{benchmark}.jsonl"),
         **kw,
     )
 
@@ -75,11 +78,11 @@ def sample_runs() -> list[tuple[dict[str, Any], list[Record]]]:
     add(
         a,
         "opencompass",
-        _rec(a, t.format(1), "opencompass", smol, "mcq_science_en", "accuracy", 50.0, n_samples=8),
-        _rec(a, t.format(1), "opencompass", tuned, "mcq_science_en", "accuracy", 62.5, n_samples=8),
-        _rec(a, t.format(1), "opencompass", tiny, "mcq_science_en", "accuracy", 25.0, n_samples=8),
+        sample_record(a, t.format(1), "opencompass", smol, "mcq_science_en", "accuracy", 50.0, n_samples=8),
+        sample_record(a, t.format(1), "opencompass", tuned, "mcq_science_en", "accuracy", 62.5, n_samples=8),
+        sample_record(a, t.format(1), "opencompass", tiny, "mcq_science_en", "accuracy", 25.0, n_samples=8),
         *(
-            _rec(a, t.format(2), "opencompass", m, "ceval_mini", "accuracy", v, subset=s, n_samples=4)
+            sample_record(a, t.format(2), "opencompass", m, "ceval_mini", "accuracy", v, subset=s, n_samples=4)
             for m, s, v in [
                 (smol, "computer_network", 50.0),
                 (smol, "high_school_chemistry", 25.0),
@@ -102,30 +105,30 @@ def sample_runs() -> list[tuple[dict[str, Any], list[Record]]]:
         a,
         "lm_eval",
         *(
-            _rec(a, t.format(3), "lm_eval", m, "mcq_science_en", "acc", v, stderr=0.18, n_samples=8)
+            sample_record(a, t.format(3), "lm_eval", m, "mcq_science_en", "acc", v, stderr=0.18, n_samples=8)
             for m, v in [(smol, 0.5), (tuned, 0.625), (tiny, 0.25)]
         ),
         *(  # a secondary metric: a column only with all_metrics
-            _rec(a, t.format(3), "lm_eval", m, "mcq_science_en", "acc_norm", v, n_samples=8, primary=False)
+            sample_record(a, t.format(3), "lm_eval", m, "mcq_science_en", "acc_norm", v, n_samples=8, primary=False)
             for m, v in [(smol, 0.375), (tuned, 0.5), (tiny, 0.25)]
         ),
         *(
-            _rec(a, t.format(3), "lm_eval", m, "qa_capitals", "exact_match", v, n_samples=8)
+            sample_record(a, t.format(3), "lm_eval", m, "qa_capitals", "exact_match", v, n_samples=8)
             for m, v in [(smol, 0.75), (tuned, 0.875), (tiny, 0.0)]
         ),
-        _rec(a, t.format(3), "lm_eval", smol, "qa_zh", "exact_match", 1 / 6, n_samples=6),
-        _rec(a, t.format(3), "lm_eval", tuned, "qa_zh", "exact_match", 2 / 6, n_samples=6),
+        sample_record(a, t.format(3), "lm_eval", smol, "qa_zh", "exact_match", 1 / 6, n_samples=6),
+        sample_record(a, t.format(3), "lm_eval", tuned, "qa_zh", "exact_match", 2 / 6, n_samples=6),
         _fail(a, t.format(3), "lm_eval", tiny, "qa_zh", "lm_eval: ValueError: empty generation", metric="exact_match"),
     )
     add(
         a,
         "openai_evals",
         *(
-            _rec(a, t.format(4), "openai_evals", m, "qa_capitals", "accuracy", v, n_samples=8)
+            sample_record(a, t.format(4), "openai_evals", m, "qa_capitals", "accuracy", v, n_samples=8)
             for m, v in [(smol, 0.75), (tuned, 0.875)]
         ),
         *(
-            _rec(a, t.format(4), "openai_evals", m, "qa_zh", "accuracy", v, n_samples=6)
+            sample_record(a, t.format(4), "openai_evals", m, "qa_zh", "accuracy", v, n_samples=6)
             for m, v in [(smol, 1 / 6), (tuned, 0.5)]
         ),
         _fail(
@@ -141,16 +144,24 @@ def sample_runs() -> list[tuple[dict[str, Any], list[Record]]]:
         a,
         "alpaca_eval",
         *(
-            _rec(a, t.format(5), "alpaca_eval", m, "open_instructions", "win_rate", v, judge=JUDGE, n_samples=6)
+            sample_record(
+                a, t.format(5), "alpaca_eval", m, "open_instructions", "win_rate", v, judge=JUDGE, n_samples=6
+            )
             for m, v in [(smol, 50.0), (tuned, 66.67), (tiny, 8.33)]
         ),
     )
     # Rerun b: lm_eval's failed tiny/qa_zh now succeeds; OpenCompass mcq moves for smollm2.
-    add(b, "lm_eval", _rec(b, "2026-11-21T10:01:00+00:00", "lm_eval", tiny, "qa_zh", "exact_match", 0.0, n_samples=6))
+    add(
+        b,
+        "lm_eval",
+        sample_record(b, "2026-11-21T10:01:00+00:00", "lm_eval", tiny, "qa_zh", "exact_match", 0.0, n_samples=6),
+    )
     add(
         b,
         "opencompass",
-        _rec(b, "2026-11-21T10:02:00+00:00", "opencompass", smol, "mcq_science_en", "accuracy", 62.5, n_samples=8),
+        sample_record(
+            b, "2026-11-21T10:02:00+00:00", "opencompass", smol, "mcq_science_en", "accuracy", 62.5, n_samples=8
+        ),
     )
     # Rerun c: alpaca_eval for smollm2 fails; its earlier success still shows, with a note.
     add(
