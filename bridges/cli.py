@@ -97,17 +97,19 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def records_table(outcome: RunOutcome) -> Table:
-    """This run's primary records, for `run --no-publish`."""
+    """This run's primary records, for `run --no-publish`: values on the board's 0-100 scale."""
     from rich.table import Table
 
+    from leaderboards.board import NO_VALUE, record_text
+
     table = Table(title=f"benchbridge run {outcome.run_id}")
-    for col in ("framework", "model", "benchmark", "metric", "value", "status"):
+    for col in ("framework", "model", "benchmark", "metric", "value (0-100)", "status"):
         table.add_column(col)
     for fw in outcome.frameworks:
         for r in fw.records:
             if not r.primary:
                 continue
-            value = "-" if r.value is None else f"{r.value:.4g}"
+            value = record_text(r) if r.status == "ok" else NO_VALUE
             table.add_row(
                 r.framework,
                 r.model,
@@ -173,12 +175,22 @@ def add_board_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--subsets", action="store_true", help="a column per subset (e.g. C-Eval subject)")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("benchbridge")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="benchbridge",
         description="Run one dataset and one model definition through OpenCompass, OpenAI evals, "
         "AlpacaEval and lm-evaluation-harness, and merge the reports into one leaderboard.",
     )
+    parser.add_argument("--version", action="version", version=f"benchbridge {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ds = sub.add_parser("datasets", help="import and validate canonical datasets")

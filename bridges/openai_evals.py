@@ -546,6 +546,9 @@ class OpenAIEvalsBridge(Bridge):
             return [self.record(**base, metric=primary_metric, status="failed", error=error, primary=True, extra=extra)]
         extra["evals_run_id"] = parsed.run_id
         n = parsed.n_samples
+        counts = [v for k, v in report.items() if k.startswith("counts/") and _is_number(v)]
+        if counts:  # model-graded: evals scores an invalid grade as the lowest choice; the board shows them
+            extra.update(n_invalid=int(report.get("counts/__invalid__", 0)), n_graded=int(sum(counts)))
         usage = {k: v for k, v in report.items() if k.startswith("usage_")}
         out = []
         for key, value in report.items():
