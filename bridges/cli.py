@@ -157,11 +157,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bridges._config import load_config
-    from bridges.serve import run_server
+    from bridges.serve import key_from_env, option_number, run_server
 
+    port = int(option_number(args.port, "--port", 1, 65535))
+    max_body_mb = option_number(args.max_body_mb, "--max-body-mb", 0.001, 1024)
+    key = key_from_env(args.api_key_env)  # before loading anything: a missing key is the user's to fix first
     config = load_config(args.config)
     specs = [config.model(name, "--model") for name in _split(args.model) or []]
-    run_server(specs, host=args.host, port=args.port)
+    run_server(specs, host=args.host, port=port, api_key=key, max_body_bytes=int(max_body_mb * 1024 * 1024))
     return 0
 
 
@@ -240,8 +243,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve a model from the config behind an OpenAI-compatible API")
     serve.add_argument("config")
     serve.add_argument("--model", required=True, help="model name(s) from the config, comma-separated")
-    serve.add_argument("--host", default="127.0.0.1", help="default loopback; there is no auth")
-    serve.add_argument("--port", type=int, default=8765)
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1); anything but loopback needs an API key",
+    )
+    serve.add_argument("--port", default="8765", help="1-65535 (default 8765)")
+    serve.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help="require 'Authorization: Bearer $NAME' on every request (default: $BENCHBRIDGE_SERVE_KEY if set)",
+    )
+    serve.add_argument("--max-body-mb", default="8", help="larger request bodies get 413 (default 8 MiB)")
     serve.set_defaults(handler=cmd_serve)
     return parser
 

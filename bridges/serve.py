@@ -24,11 +24,26 @@ bounds how many are in flight. Accepted connections get TCP_NODELAY, so a respon
 wait behind its headers for the peer's delayed ACK.
 
 The server is Starlette on uvicorn with httptools; request bodies are validated by pydantic models.
+
+Guards, checked before a route sees a request (a pure ASGI middleware, `RequestGuard`, plus a uvicorn
+protocol subclass for what happens before a request exists):
+- with an API key, every request needs `Authorization: Bearer <key>` (401 otherwise, compared in
+  constant time); without one the server may only listen on loopback (`check_exposure`);
+- a body over `max_body_bytes` gets 413 before it is read whole: a larger Content-Length at once, a
+  chunked body as soon as the bytes received pass the limit;
+- a request's head, and then its body, must each arrive within `body_timeout_s` (a stalled body gets
+  408); a connection with no request in progress closes after `keep_alive_timeout_s`, also a fresh
+  one that never sends anything;
+- a model raising any `BaseException` (SystemExit from user code included) answers that request 500;
+  the worker keeps answering later ones.
+Refusals close the connection: the rest of an unread body is not worth draining.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import ipaddress
 import json
 import logging
 import queue
@@ -41,7 +56,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
 
 import uvicorn
@@ -51,6 +66,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridges._errors import BenchbridgeError
 from bridges.models import ChatRequest, ChatResponse, ModelSpec, TokenLogprob, get_model
@@ -59,9 +76,15 @@ _log = logging.getLogger("uvicorn.error")  # printed by uvicorn's handler, like 
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # How long the batching worker waits for more requests to join the first one (seconds).
 BATCH_WINDOW_S = 0.02
+SERVE_KEY_ENV = "BENCHBRIDGE_SERVE_KEY"  # the key when `serve --api-key-env` is not given
+MIB = 1024 * 1024
+DEFAULT_MAX_BODY_BYTES = 8 * MIB
+DEFAULT_BODY_TIMEOUT_S = 30.0
+DEFAULT_KEEP_ALIVE_TIMEOUT_S = 5.0
+# On SIGTERM, requests still in a model call get this long before they are cancelled.
+GRACEFUL_SHUTDOWN_S = 5
 
 
 class ApiError(Exception):
@@ -254,17 +277,18 @@ def tool_arguments(schema: dict[str, Any], answer: str, prompt: str) -> dict[str
 # ---- the served models ----
 
 
-def model_error(exc: Exception) -> ApiError:
-    """A model's error as an HTTP 500 in OpenAI's format (the log keeps the traceback)."""
+def model_error(exc: BaseException) -> ApiError:
+    """A model's error as an HTTP 500 in OpenAI's format, one line (the log keeps the traceback)."""
     _log.error("model error", exc_info=exc)
-    return ApiError(500, f"model error: {type(exc).__name__}: {exc}")
+    detail = str(exc).strip().splitlines()
+    return ApiError(500, f"model error: {type(exc).__name__}" + (f": {detail[0]}" if detail else ""))
 
 
 def answer_of(future: Future[ChatResponse]) -> ChatResponse:
     """The model's answer, or its error as an HTTP 500."""
     try:
         return future.result()
-    except Exception as exc:
+    except BaseException as exc:  # the worker hands over whatever the model raised, SystemExit included
         raise model_error(exc) from exc
 
 
@@ -300,7 +324,7 @@ class ModelWorker:
             return [answer_of(f) for f in futures]
         try:
             return self.model.generate(requests)
-        except Exception as exc:
+        except BaseException as exc:  # user code's SystemExit too: it must not end a request thread's loop
             raise model_error(exc) from exc
 
     def answer(self, request: ChatRequest) -> ChatResponse:
@@ -340,7 +364,9 @@ class ModelWorker:
             for group in groups.values():
                 try:
                     answers = self.model.generate([request for request, _ in group])
-                except Exception as exc:  # handed to each waiting request, which answers HTTP 500 with it
+                except BaseException as exc:  # handed to each waiting request, which answers HTTP 500 with it
+                    # BaseException: a model's SystemExit or KeyboardInterrupt must not end this thread (later
+                    # requests would wait forever). Signals reach the main thread only, so none is lost here.
                     for _, future in group:
                         future.set_exception(exc)
                     continue
@@ -538,7 +564,9 @@ def parse_body(model: type[BodyT], raw: bytes) -> BodyT:
         raise ApiError(400, f"{loc}: {err['msg']}", param=loc) from None
 
 
-def make_app(served: ServedModels) -> Starlette:
+def make_routes(served: ServedModels) -> Starlette:
+    """The API's routes, unguarded (`make_app` puts the guards in front)."""
+
     # Starlette routes rather than FastAPI's: at hundreds of requests a second FastAPI's per-request
     # machinery (dependency solving, telemetry lookups, extra middleware) cost more CPU than the model
     # layer does, and this API is three routes whose bodies pydantic validates here anyway.
@@ -572,8 +600,205 @@ def make_app(served: ServedModels) -> Starlette:
     return Starlette(routes=routes, exception_handlers={ApiError: api_error, HTTPException: http_error})
 
 
+@dataclass(frozen=True)
+class Guards:
+    """What a server checks before a route sees a request (see the module docstring)."""
+
+    api_key: str | None = field(default=None, repr=False)  # repr=False: a logged or printed Guards hides it
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    keep_alive_timeout_s: float = DEFAULT_KEEP_ALIVE_TIMEOUT_S
+
+
+class RequestGuard:
+    """Pure ASGI middleware: the key, the body's size and the body's deadline, before the app runs.
+
+    It reads the body itself (at most `max_body_bytes`, so holding it is bounded) and hands the app a
+    `receive` that replays it: the app never waits on a slow client, and a refusal needs no
+    cooperation from Starlette's error handling. A refusal closes the connection.
+    """
+
+    def __init__(self, app: ASGIApp, guards: Guards) -> None:
+        self.app = app
+        self.guards = guards
+        self._key = guards.api_key.encode() if guards.api_key else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            self._check_head(scope)
+            body = await self._read_body(receive)
+        except ApiError as exc:
+            response = exc.response()
+            response.headers["connection"] = "close"  # uvicorn then closes after the answer
+            if exc.status == 401:
+                response.headers["www-authenticate"] = "Bearer"
+            await response(scope, receive, send)
+            return
+        if body is None:  # the client went away mid-body: nobody to answer
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: only a disconnect can come
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    def _check_head(self, scope: Scope) -> None:
+        authorization = length = None
+        for name, value in scope["headers"]:  # ASGI header names are lower-case
+            if name == b"authorization":
+                authorization = value
+            elif name == b"content-length":
+                length = value
+        if self._key is not None:
+            scheme, _, token = (authorization or b"").strip().partition(b" ")
+            if authorization is None or scheme.lower() != b"bearer":
+                raise ApiError(401, "no API key: send the header Authorization: Bearer <key>", code="invalid_api_key")
+            if not hmac.compare_digest(token.strip(), self._key):
+                raise ApiError(401, "Incorrect API key provided.", code="invalid_api_key")
+        if length is not None and length.isdigit() and int(length) > self.guards.max_body_bytes:
+            raise self._too_large()
+
+    def _too_large(self) -> ApiError:
+        limit = self.guards.max_body_bytes
+        shown = f"{limit / MIB:g} MiB" if limit >= MIB else f"{limit} bytes"
+        return ApiError(413, f"request body larger than this server's limit of {shown} (serve --max-body-mb)")
+
+    async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, counted as it arrives; None if the client disconnected."""
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.guards.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return None
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.guards.max_body_bytes:  # a chunked body, or one longer than it said
+                        raise self._too_large()
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise ApiError(408, f"request body not received within {self.guards.body_timeout_s:g} s") from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def make_app(served: ServedModels, guards: Guards | None = None) -> ASGIApp:
+    """The served API behind its guards (default: no key, 8 MiB bodies, 30 s body and 5 s idle timeouts)."""
+    return RequestGuard(make_routes(served), guards or Guards())
+
+
+_TIMEOUT_408 = bytes(ApiError(408, "request head not received in time").response().body)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol plus the two timeouts it lacks.
+
+    uvicorn arms its keep-alive timer only after a response, so a connection that never sends a request
+    stayed open for good; here it is armed on connect too (any byte received cancels it, as uvicorn
+    does). And nothing bounded how long a request's head may take to arrive (a client sending a header
+    byte now and then held its connection forever): it gets `head_timeout_s` from its first byte.
+    """
+
+    head_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # set per server by `_protocol_class`
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+
+    def on_headers_complete(self) -> None:
+        self._cancel_head_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            head = "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            self.transport.write(f"{head}content-length: {len(_TIMEOUT_408)}\r\n\r\n".encode() + _TIMEOUT_408)
+            self.transport.close()
+
+
+def _protocol_class(head_timeout_s: float) -> type[GuardedHttpToolsProtocol]:
+    return type("GuardedHttpTools", (GuardedHttpToolsProtocol,), {"head_timeout_s": head_timeout_s})
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or `localhost`: a name that could resolve elsewhere is not loopback."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, api_key: str | None) -> None:
+    """Refuses to serve beyond loopback without a key: anyone reaching the port would get answers (and
+    an `openai` model would call its upstream with the operator's key)."""
+    if api_key is None and not is_loopback(host):
+        raise BenchbridgeError(
+            f"serve: --host {host} is not loopback and no API key is set: set one with --api-key-env NAME "
+            f"(or the {SERVE_KEY_ENV} environment variable), or listen on 127.0.0.1"
+        )
+
+
+def option_number(text: str, flag: str, low: float, high: float) -> float:
+    """A `serve` number option, checked here rather than by argparse, whose errors print a usage block too."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise BenchbridgeError(f"serve: {flag} {text}: not a number") from None
+    if not low <= value <= high or (flag == "--port" and not value.is_integer()):
+        raise BenchbridgeError(f"serve: {flag} {text}: must be between {low:g} and {high:g}")
+    return value
+
+
+def key_from_env(name: str | None) -> str | None:
+    """The key `serve` requires: `$NAME` for `--api-key-env NAME`, else `$BENCHBRIDGE_SERVE_KEY` if set and not
+    empty, else None. `.env` counts as environment, as for every other secret."""
+    from bridges._config import _environment
+
+    key = _environment().get(name or SERVE_KEY_ENV) or None
+    where = f"--api-key-env {name}" if name else SERVE_KEY_ENV
+    if name and key is None:
+        raise BenchbridgeError(
+            f"serve: {where}: environment variable {name} is not set or empty (export it or put it in .env)"
+        )
+    if key is not None and not all("!" <= c <= "~" for c in key):
+        # A header value could not carry it (spaces, control characters, non-ASCII): no request would match.
+        raise BenchbridgeError(f"serve: {where}: the key must be printable ASCII without spaces")
+    return key
+
+
 def bind(host: str, port: int) -> socket.socket:
     """A listening-ready socket; port 0 picks a free one."""
+    if not 0 <= port <= 65535:  # socket.bind would raise OverflowError, not OSError
+        raise BenchbridgeError(f"serve: --port {port}: a port number is 1-65535")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the socket says
     # it is TCP (proto 0 does not), and without it each response body waits ~40 ms behind its headers.
@@ -593,21 +818,46 @@ def base_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
 
-def _server(served: ServedModels) -> uvicorn.Server:
-    config = uvicorn.Config(make_app(served), http="httptools", log_level="warning", access_log=False, lifespan="off")
+def _server(served: ServedModels, guards: Guards) -> uvicorn.Server:
+    config = uvicorn.Config(
+        make_app(served, guards),
+        http=_protocol_class(guards.body_timeout_s),
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        timeout_keep_alive=guards.keep_alive_timeout_s,  # type: ignore[arg-type]  # a float works (call_later)
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
     return uvicorn.Server(config)
 
 
 @contextmanager
 def serving(
-    specs: ModelSpec | Sequence[ModelSpec], host: str = DEFAULT_HOST, port: int = 0, start_timeout_s: float = 30.0
+    specs: ModelSpec | Sequence[ModelSpec],
+    host: str = DEFAULT_HOST,
+    port: int = 0,
+    start_timeout_s: float = 30.0,
+    *,
+    api_key: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    keep_alive_timeout_s: float = DEFAULT_KEEP_ALIVE_TIMEOUT_S,
 ) -> Iterator[str]:
-    """Serves `specs` on a background thread; yields the base URL (`http://127.0.0.1:PORT/v1`), then stops."""
-    served = ServedModels([specs] if isinstance(specs, ModelSpec) else list(specs))
+    """Serves `specs` on a background thread; yields the base URL (`http://127.0.0.1:PORT/v1`), then stops.
+
+    With `api_key`, every request needs `Authorization: Bearer <api_key>`; without one, `host` must be
+    loopback. The other guards are described in the module docstring.
+    """
+    check_exposure(host, api_key)
+    guards = Guards(api_key, max_body_bytes, body_timeout_s, keep_alive_timeout_s)
     sock = bind(host, port)
-    server = _server(served)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="benchbridge-serve", daemon=True)
+    served: ServedModels | None = None
+    server: uvicorn.Server | None = None
+    thread: threading.Thread | None = None
     try:
+        served = ServedModels([specs] if isinstance(specs, ModelSpec) else list(specs))
+        server = _server(served, guards)
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="benchbridge-serve", daemon=True)
         thread.start()
         deadline = time.monotonic() + start_timeout_s
         while not server.started:
@@ -616,21 +866,37 @@ def serving(
             time.sleep(0.01)
         yield base_url(sock)
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        if server is not None:
+            server.should_exit = True
+        if thread is not None:
+            thread.join(timeout=30)
         sock.close()
-        served.close()
+        if served is not None:
+            served.close()
 
 
-def run_server(specs: Sequence[ModelSpec], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
-    """Serves in the foreground until Ctrl-C (`benchbridge serve`)."""
-    served = ServedModels(specs)
+def run_server(
+    specs: Sequence[ModelSpec],
+    host: str = DEFAULT_HOST,
+    port: int = DEFAULT_PORT,
+    *,
+    api_key: str | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
+    keep_alive_timeout_s: float = DEFAULT_KEEP_ALIVE_TIMEOUT_S,
+) -> None:
+    """Serves in the foreground until Ctrl-C or SIGTERM (`benchbridge serve`)."""
+    check_exposure(host, api_key)
+    guards = Guards(api_key, max_body_bytes, body_timeout_s, keep_alive_timeout_s)
+    sock = bind(host, port)  # before loading models: a taken port fails at once
     try:
-        sock = bind(host, port)
-        if host not in LOOPBACK_HOSTS:
-            print(f"benchbridge serve: warning: listening on {host}, not loopback; there is no auth", file=sys.stderr)
-        names = ", ".join(s.name for s in specs)
-        print(f"benchbridge serve: {names} at {base_url(sock)} (Ctrl-C stops)", file=sys.stderr, flush=True)
-        _server(served).run(sockets=[sock])
+        served = ServedModels(specs)
+        try:
+            names = ", ".join(s.name for s in specs)
+            auth = "requests need Authorization: Bearer <key>" if api_key else "no API key: loopback only"
+            print(f"benchbridge serve: {names} at {base_url(sock)} ({auth}; Ctrl-C stops)", file=sys.stderr, flush=True)
+            _server(served, guards).run(sockets=[sock])
+        finally:
+            served.close()
     finally:
-        served.close()
+        sock.close()
