@@ -15,7 +15,8 @@ contestant: it gets no row unless it was also evaluated, and where it was (e.g. 
 reference) its cell says so and that column leaves the default average, so that the board reads the
 same from `--db` as from the config. A failed record with benchmark `*` (a
 framework that failed as a whole) counts against every column of that framework. The average is
-over chosen columns (default: every column with a success, so a column nobody could run is shown
+over chosen columns (default: every column with a valid score in which every row's model could have
+one, so a column nobody could run, or one where a row's model was the judge or reference, is shown
 but does not take every rank away), a lower-is-better column entering as 100 - value; only rows
 with a result in every chosen column get a rank, so a model cannot climb by failing its hard tasks.
 """

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from bridges._config import load_config
 from bridges._records import Record
 from bridges._runner import FrameworkOutcome, RunOutcome
 from bridges.cli import main, records_table
@@ -310,3 +311,28 @@ def test_a_store_with_a_run_without_models_makes_a_board(tmp_path: Path, capsys:
     assert "rank" in capsys.readouterr().out
     assert main(["publish", "--db", str(tmp_path / "results.sqlite"), "--out", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "leaderboard.csv").read_text(encoding="utf-8").startswith("rank,model,average,coverage")
+
+
+@pytest.mark.framework
+def test_a_real_eval_whose_grader_never_graded_shows_invalid(tmp_path: Path) -> None:
+    """oaieval for real: a grader that answers every grading prompt with something that is no choice
+    (evals counts `__invalid__` and scores 0.0); the board says `invalid (8/8)` and does not average it."""
+    from tests.test_openai_evals import GRADER as GRADER_SPEC
+    from tests.test_openai_evals import keyed_model, write_config
+
+    abstainer = {**GRADER_SPEC, "args": {"abstain_on": [""]}}  # "" is in every prompt
+    options = {"grader": "grader", "datasets": {"qa_capitals": ["match", "fact"]}}
+    cfg = write_config(tmp_path / "cfg", [keyed_model(), abstainer], options, datasets=["qa_capitals"])
+    assert main(["run", str(cfg), "--only", "openai_evals"]) == 0
+    config = load_config(cfg)
+    score = next(r for r in ResultsStore(config.results_db).records() if r.metric == "fact_score")
+    assert (score.value, score.extra["n_invalid"], score.extra["n_graded"]) == (0.0, 8, 8)  # what evals wrote
+    board = open_board(config.results_db)
+    cell = board.cell("keyed", "openai_evals/qa_capitals/fact_score@grader")
+    assert (cell.status, cell.text) == ("invalid", "invalid (8/8)")
+    assert board.cell("keyed", "openai_evals/qa_capitals/match_accuracy").text == "87.50"
+    # no valid fact score for anyone: the column is shown, not averaged, and takes no rank away
+    assert "openai_evals/qa_capitals/fact_score@grader" not in board.average_over
+    assert (board.row("keyed").average, board.row("keyed").coverage) == (87.5, "1/1")
+    published = (config.work_dir / "leaderboard" / "leaderboard.csv").read_text(encoding="utf-8")
+    assert "invalid (8/8)" in published and ",0.00," not in published
