@@ -35,7 +35,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -48,7 +48,9 @@ from bridges._records import Record, failure
 from bridges.datasets import Dataset, OpenSample
 from bridges.frameworks import Bridge, RunContext
 from bridges.models import ChatRequest, ModelSpec, as_messages, get_model, parse_model_spec
+from bridges.models._layer import answer_identity
 from bridges.models._openai import read_secret
+from bridges.secrets import scrub_tree, spec_secret_names
 
 OFFICIAL_SET_SIZE = 805
 DATASPLIT = "eval"
@@ -57,6 +59,9 @@ OUTPUTS_DIR = "outputs"
 BOARD = "leaderboard.csv"
 LOG = "make_leaderboard.log"
 FAILURES = "failures.json"  # models make_leaderboard stopped on, and why
+# Which version of each model made this folder's outputs, reference and judgements (the response cache's
+# model identity): a changed model's outputs are generated again, a changed judge's judgements dropped.
+IDENTITIES = "identities.json"
 # The built-in AlpacaEval judge whose prompt, tool and parser a model judge of each kind reuses.
 JUDGE_TEMPLATES = {"tool": "chatgpt_fn", "logprob": "weighted_alpaca_eval_gpt4_turbo"}
 # Not a secret: the served endpoint is loopback and checks no key; the OpenAI client insists on one.
@@ -165,6 +170,14 @@ def write_json(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return path
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}  # none (or a damaged one): nothing in the folder is known to be the current models'
+    return data if isinstance(data, dict) else {}
 
 
 def read_failures(folder: Path) -> dict[str, str]:
@@ -579,14 +592,33 @@ class AlpacaEvalBridge(Bridge):
         written = self._write_outputs(out_dir, plan)
         for ds, rows in self._reference_rows(out_dir, overwrite=True).items():
             written.append(write_json(out_dir / ds / "reference.json", rows))
+        identities = {**self.identities(), "judge": None}  # judged by hand later: not known to be this judge's
+        write_json_object(out_dir / IDENTITIES, identities)
+        written.append(out_dir / IDENTITIES)
         written += self._write_judge(out_dir, f"http://{DEFAULT_HOST}:{DEFAULT_PORT}/v1")
         written.append(self._write_readme(out_dir))
         return written
 
+    def identities(self) -> dict[str, Any]:
+        """The answer identity (`bridges.models._layer.answer_identity`) of every model that writes into
+        the folder: each evaluated model's outputs, a model reference, and the judge."""
+        ref, judge = self.reference, self.judge
+        return {
+            "outputs": {m.name: answer_identity(m) for m in self.models},
+            "reference": answer_identity(ref.spec) if isinstance(ref, ModelReference) else None,
+            "judge": f"{judge.name}:{answer_identity(judge.spec)}" if isinstance(judge, ModelJudge) else judge.name,
+        }
+
     def _plan(
-        self, out_dir: Path, overwrite: bool, references: dict[str, list[dict[str, str]]]
+        self,
+        out_dir: Path,
+        overwrite: bool,
+        references: dict[str, list[dict[str, str]]],
+        stale: Collection[str] = (),
+        rejudge: bool = False,
     ) -> dict[str, DatasetPlan]:
-        """Skips what a board CSV already holds completely, as AlpacaEval would; a changed reference voids a board."""
+        """Skips what a board CSV already holds completely, as AlpacaEval would; a changed reference voids a
+        board. `stale`: models whose outputs another version of them wrote; `rejudge`: the judge changed."""
         plans = {}
         for ds in self.samples:
             folder = out_dir / ds
@@ -594,11 +626,11 @@ class AlpacaEvalBridge(Bridge):
             changed = (
                 ds in references and ref_path.is_file() and json.loads(ref_path.read_text("utf-8")) != references[ds]
             )
-            board = {} if overwrite or changed else read_board(folder / BOARD)
+            board = {} if overwrite or changed or rejudge else read_board(folder / BOARD)
             generate, judge = [], []
             for spec in self.models:
                 has_outputs = self.outputs_path(out_dir, ds, spec.name).is_file()
-                if overwrite or not has_outputs:
+                if overwrite or not has_outputs or spec.name in stale:
                     generate.append(spec.name)
                 pairs, unparsed = count_unparsed(folder / "results" / spec.name / "annotations.json")
                 if spec.name in generate or spec.name not in board or unparsed or not pairs:
@@ -610,8 +642,15 @@ class AlpacaEvalBridge(Bridge):
         out_dir = out_dir.resolve()  # AlpacaEval joins a relative judge path onto its own configs folder
         out_dir.mkdir(parents=True, exist_ok=True)
         overwrite = self.opts.overwrite or self.ctx.force
-        references = self._reference_rows(out_dir, overwrite)
-        plan = self._plan(out_dir, overwrite, references)
+        current = self.identities()
+        before = _read_json_object(out_dir / IDENTITIES)
+        stale = {m for m, ident in current["outputs"].items() if (before.get("outputs") or {}).get(m) != ident}
+        rejudge = before.get("judge") != current["judge"]
+        if rejudge:  # AlpacaEval's annotation cache is keyed by texts, not by which judge version answered
+            for cache in annotation_caches(self.judge_folder(out_dir)):
+                cache.unlink()
+        references = self._reference_rows(out_dir, overwrite or before.get("reference") != current["reference"])
+        plan = self._plan(out_dir, overwrite, references, stale, rejudge)
         self._write_outputs(out_dir, plan)
         for ds, rows in references.items():
             write_json(out_dir / ds / "reference.json", rows)
@@ -633,6 +672,9 @@ class AlpacaEvalBridge(Bridge):
                     self._judge_dataset(out_dir, name, plan[name], overwrite)
             finally:
                 dropped = drop_unparsed_from_cache(folder)
+                # AlpacaEval's log may quote a key (a built-in judge's upstream error): masked before read.
+                scrub_tree(out_dir, spec_secret_names([*self.config.models, *self.judge.served_specs()]))
+        write_json_object(out_dir / IDENTITIES, current)  # only once every output and judgement is this version's
         if dropped:
             self.ctx.progress(
                 f"[alpaca_eval] {dropped} unparsed judgements left out of the cache (asked again next run)"

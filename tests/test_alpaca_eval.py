@@ -249,7 +249,8 @@ def test_unparsed_judgements_are_reported_and_asked_again(tmp_path: Path) -> Non
     cache = json.loads((out / f"judge/{JUDGE}/annotations_seed0_configs.json").read_text())
     assert len(cache) == 4 and all(r["preference"] in (1.0, 2.0) for r in cache)  # no -1 left to stick
 
-    # Same judge name, now decisive: only the unparsed pairs are asked, the incomplete rows judged again.
+    # Same judge name, now decisive: another version of the judge (its args changed), so none of the
+    # earlier judgements stands; every pair is asked again and the incomplete rows are complete.
     alpaca["judge"]["model"] = longer_judge()
     bridge = make_bridge(write_config(tmp_path / "b", [LONGER, MUTE], alpaca))
     rows = by_model(bridge.run(out))
@@ -269,6 +270,43 @@ def test_unparsed_judgements_are_reported_and_asked_again(tmp_path: Path) -> Non
     make_bridge(write_config(tmp_path / "c", [LONGER, MUTE], alpaca)).run(out)
     assert log.stat().st_mtime_ns != before
     assert "--is_overwrite_leaderboard True" in log.read_text().splitlines()[0]
+
+
+STALE_SOURCE = """
+class Model:  # version {version}
+    def __call__(self, batch):
+        return [{answer!r}] * len(batch)
+"""
+
+
+@pytest.mark.framework
+def test_outputs_are_reused_only_while_the_model_is_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rerun into the same folder keeps outputs (and board rows) of an unchanged model; after the model's
+    code changes (its answer identity, as the response cache keys it), they are generated and judged again."""
+    import uuid
+
+    module = f"bb_alpaca_stale_{uuid.uuid4().hex[:8]}"
+    source = tmp_path / f"{module}.py"
+    source.write_text(STALE_SOURCE.format(version=1, answer="Short."), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH")) if p))
+    model = {"name": "stale", "kind": "python", "target": f"{module}:Model"}
+    alpaca = {"reference": {"model": REFERENCE}, "judge": {"model": longer_judge(), "kind": "tool"}}
+    config = write_config(tmp_path / "cfg", [model], alpaca)
+    out = tmp_path / "out"
+    outputs = out / "open_instructions" / "outputs" / "stale.json"
+
+    def win_rate() -> float | None:
+        return by_model(make_bridge(config).run(out))["stale"]["win_rate"].value
+
+    assert win_rate() == 0.0  # "Short." loses every pair to the reference's two sentences
+    written = outputs.stat().st_mtime_ns
+    assert win_rate() == 0.0
+    assert outputs.stat().st_mtime_ns == written  # unchanged model: its outputs were reused
+    source.write_text(STALE_SOURCE.format(version=2, answer="A much longer answer than the reference."), "utf-8")
+    sys.modules.pop(module, None)  # as a new process would, import the new code
+    assert win_rate() == 100.0
+    assert {r["output"] for r in json.loads(outputs.read_text("utf-8"))} == {"A much longer answer than the reference."}
 
 
 # ---- prepare: artifacts a user can run by hand ----

@@ -137,6 +137,8 @@ class Model:
         Reuse of finished work (evals' records, AlpacaEval outputs) is keyed by it too."""
         current = self._compute_fingerprint()
         with self._lock:
+            if self._fingerprint not in (None, current):
+                self._backend = None  # built from what changed: built again on the next cache miss
             self._fingerprint = current
         return hashlib.sha256(json.dumps(self._key_prefix(), sort_keys=True).encode()).hexdigest()[:16]
 
