@@ -153,6 +153,13 @@ def test_all_invalid_grades_are_no_score_and_not_ranked(carry_counts: bool) -> N
     assert table.loc[("qa_capitals", "", DEFAULT), fact[0]] != table.loc[("qa_capitals", "", DEFAULT), fact[0]]  # NaN
 
 
+def test_alpaca_eval_unparsed_judgements_show_beside_the_win_rate() -> None:
+    (win,) = [r for r in demo_records() if r.framework == "alpaca_eval"]
+    partly = win.model_copy(update={"extra": {**win.extra, "n_unparsed": 2}})  # as AlpacaEval's bridge writes it
+    cell = build_board([partly]).cell(TUNED, ALPACA)
+    assert (cell.status, cell.text, cell.invalid_text) == ("ok", "66.67 (2 invalid)", "2")
+
+
 def test_a_column_of_only_invalid_scores_does_not_take_every_rank() -> None:
     records = [r for r in demo_records() if r.framework != "alpaca_eval" and not r.model == TUNED]
     board = build_board(records)
