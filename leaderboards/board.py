@@ -555,8 +555,23 @@ def board_for_config(config: LoadedConfig, **options: Any) -> Board:
     options.setdefault("title", settings.title or config.name)
     options.setdefault("average_over", settings.average_over)
     options.setdefault("average_key", f"{config.path}: publish.average_over")
-    options.setdefault("models", [m.name for m in config.models])
+    # Rows for models not run yet, but not for the ones the config names as judge, grader or reference
+    # (the records say so too once those frameworks ran; a model evaluated anywhere gets its row then).
+    helpers = config_helpers(config)
+    options.setdefault("models", [m.name for m in config.models if m.name not in helpers])
     return open_board(ResultsStore(config.results_db), config_name=config.name, **options)
+
+
+def config_helpers(config: LoadedConfig) -> set[str]:
+    """Config models named as AlpacaEval's reference or judge, or OpenAI evals' grader."""
+    frameworks = config.cfg.frameworks
+    alpaca = frameworks.get("alpaca_eval") or {}
+    names = [
+        (alpaca.get("reference") or {}).get("model"),
+        (alpaca.get("judge") or {}).get("model"),
+        (frameworks.get("openai_evals") or {}).get("grader"),
+    ]
+    return {n for n in names if isinstance(n, str)}  # an inline model spec (a mapping) is no config model
 
 
 def board_from_cli(config_path: str | None, db: str | None, **options: Any) -> tuple[Board, LoadedConfig | None]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from rich.console import Console
 
 from bridges._config import load_config
@@ -256,6 +257,16 @@ def test_judges_graders_and_references_are_no_contestants(tmp_path: Path) -> Non
     reference = board.cell(DEFAULT, ALPACA)
     assert (reference.status, reference.text) == ("missing", "reference")
     assert reference.reason == f"{DEFAULT} was alpaca_eval's reference here, not a contestant"
+    # before AlpacaEval or evals ran, the config alone says who judges, grades and is the reference
+    early = tmp_path / "early"
+    early.mkdir()
+    ResultsStore(early / "results.sqlite").add_run(*demo_runs()[0])  # lm_eval's run only
+    config = sample_config(early, [DEFAULT, "ref", GRADER], {})
+    alpaca = {"reference": {"model": "ref"}, "judge": {"model": "ref", "kind": "logprob"}}
+    frameworks = {"frameworks": {"alpaca_eval": alpaca, "openai_evals": {"grader": GRADER}}}
+    config.write_text(config.read_text() + yaml.safe_dump(frameworks), encoding="utf-8")
+    board, _ = board_from_cli(str(config), None)
+    assert [r.model for r in board.rows] == [TUNED, DEFAULT]  # no "ref" or "judge" row, all missing
     # a grader that was also evaluated somewhere is a contestant there
     also = rec("lm_eval", GRADER, "qa_capitals", "exact_match", 0.5, n_samples=8)
     assert GRADER in [r.model for r in build_board([*demo_records(), also], models=[GRADER]).rows]
