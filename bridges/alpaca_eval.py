@@ -31,6 +31,7 @@ import csv
 import importlib.util
 import json
 import os
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -64,8 +65,12 @@ FAILURES = "failures.json"  # models make_leaderboard stopped on, and why
 IDENTITIES = "identities.json"
 # The built-in AlpacaEval judge whose prompt, tool and parser a model judge of each kind reuses.
 JUDGE_TEMPLATES = {"tool": "chatgpt_fn", "logprob": "weighted_alpaca_eval_gpt4_turbo"}
-# Not a secret: the served endpoint is loopback and checks no key; the OpenAI client insists on one.
+# Prepared files: the judge served by hand on loopback checks no key, but the OpenAI client insists on one.
 DUMMY_API_KEY = "benchbridge-local-endpoint-needs-no-key"
+# During `run` the judge's loopback endpoint needs this key: random per process (per run), so another local
+# user cannot ask the judge (and its upstream, on the operator's key) through it. It is written into the run
+# folder's client_config.yaml, which AlpacaEval reads: a throw-away token, worthless once the run ends.
+SERVED_API_KEY = secrets.token_urlsafe(24)
 # Environment variables a local judge's subprocess never needs (least privilege).
 SECRET_ENV = ("OPENAI_API_KEY", "OPENAI_API_KEYS")
 LC_HUB_FILE = ("tatsu-lab/alpaca_eval", "df_gamed.csv")
@@ -306,7 +311,7 @@ class BuiltinJudge:
     def served_specs(self) -> list[ModelSpec]:
         return []
 
-    def write(self, folder: Path, base_url: str) -> list[Path]:
+    def write(self, folder: Path, base_url: str, api_key: str = DUMMY_API_KEY) -> list[Path]:
         configs = {}
         written = []
         for annotator, cfg in self.configs.items():
@@ -334,7 +339,7 @@ class ModelJudge:
     def served_specs(self) -> list[ModelSpec]:
         return [self.spec]
 
-    def write(self, folder: Path, base_url: str) -> list[Path]:
+    def write(self, folder: Path, base_url: str, api_key: str = DUMMY_API_KEY) -> list[Path]:
         (prompt,) = self.prompts.values()
         cfg = copy.deepcopy(self.template_config)
         kwargs = cfg["completions_kwargs"]
@@ -345,7 +350,7 @@ class ModelJudge:
         # Greedy: the built-in weighted judge samples at temperature 1, which makes a local judge's answer random.
         kwargs["temperature"] = 0
         cfg["prompt_template"] = f"{folder.name}/{prompt.name}"
-        client = {"default": [{"api_key": DUMMY_API_KEY, "base_url": base_url}]}
+        client = {"default": [{"api_key": api_key, "base_url": base_url}]}
         serve_config = {"name": "alpaca-eval-judge", "models": [self.spec.public_dict()]}
         return [
             shutil.copyfile(prompt, folder / prompt.name),
@@ -545,10 +550,10 @@ class AlpacaEvalBridge(Bridge):
                 rows[ds] = [output_row(s, o, ref.generator, ds) for s, o in zip(self.samples[ds], outputs, strict=True)]
         return rows
 
-    def _write_judge(self, out_dir: Path, base_url: str) -> list[Path]:
+    def _write_judge(self, out_dir: Path, base_url: str, api_key: str = DUMMY_API_KEY) -> list[Path]:
         folder = self.judge_folder(out_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        written = self.judge.write(folder, base_url)
+        written = self.judge.write(folder, base_url, api_key)
         # AlpacaEval reads a prompt path it cannot open as the prompt text itself: make sure each one opens.
         for annotator, cfg in yaml.safe_load((folder / "configs.yaml").read_text(encoding="utf-8")).items():
             if not (folder.parent / cfg["prompt_template"]).is_file():
@@ -664,7 +669,7 @@ class AlpacaEvalBridge(Bridge):
         dropped = 0
         with self._judge_endpoint(serve=bool(to_judge)) as base_url:
             if to_judge or not folder.is_dir():
-                self._write_judge(out_dir, base_url)
+                self._write_judge(out_dir, base_url, SERVED_API_KEY)
             self._write_readme(out_dir)
             drop_unparsed_from_cache(folder)  # left by a run by hand: they would never be asked again
             try:
@@ -690,7 +695,7 @@ class AlpacaEvalBridge(Bridge):
             return
         from bridges.serve import serving
 
-        with serving(specs) as base_url:
+        with serving(specs, api_key=SERVED_API_KEY) as base_url:
             self.ctx.progress(f"[alpaca_eval] judge {self.judge.name} served at {base_url}")
             yield base_url
 

@@ -22,7 +22,7 @@ Layout of a prepared / run folder (`<out>/lm_eval/`):
 ``openai`` models run as lm-eval's own ``local-chat-completions`` / ``local-completions``. Prepared
 jobs point at the model's upstream (``OPENAI_API_KEY=$<api_key_env>`` by hand); during
 ``benchbridge run`` they point at a loopback endpoint benchbridge serves for the model
-(`bridges.serve.serving`, a dummy key), so every call goes through the model layer (response cache,
+(`bridges.serve.serving`, a random per-run key), so every call goes through the model layer (response cache,
 rate limits, retries) before the upstream. The exception is a ``completions_models`` entry with a
 ``tokenizer_path``: it scores loglikelihoods (echoed prompt logprobs), which the layer cannot ask,
 so it calls the upstream directly.
@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
 import subprocess
 import sys
@@ -62,7 +63,9 @@ LOG_FILE = "lm_eval.log"
 STATUS_FILE = "status.json"
 KINDS = {"mcq", "qa"}
 PYTHON_LM = "benchbridge-python"  # registered by bridges._lm_eval_worker
-SERVED_API_KEY = "benchbridge-serve"  # the loopback endpoint needs none; the layer reads the real key
+# The key of the loopback endpoint a run serves `openai` models on: random per process (per run), so another
+# local user cannot ask the model, and its upstream on the operator's key, through it. The layer reads the real key.
+SERVED_API_KEY = secrets.token_urlsafe(24)
 
 # The primary lm-eval result key ("metric,filter") per task variant.
 PRIMARY = {"loglikelihood": "acc,none", "generate_mcq": "exact_match,letter", "qa": "exact_match,strip"}
@@ -621,7 +624,7 @@ class LMEvalBridge(Bridge):
 
         upstream_natives = dict(self.natives)
         try:
-            with serving(specs) as url:
+            with serving(specs, api_key=SERVED_API_KEY) as url:
                 for spec in specs:
                     native = native_model(spec.model_copy(update={"base_url": url, "model": spec.name}), self.options)
                     self.natives[spec.name] = replace(native, env={}, env_values={"OPENAI_API_KEY": SERVED_API_KEY})

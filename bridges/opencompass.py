@@ -37,7 +37,7 @@ Models, by kind (`MODEL_CONFIGS`): ``hf`` -> ``HuggingFacewithChatTemplate`` (``
 ``OPENAI_API_KEY`` from the spec's ``api_key_env``; give the spec a local ``tokenizer_path``
 offline, else OpenAISDK fetches a tiktoken file to count tokens). `prepare` points it at the
 upstream; during `run` it asks a loopback endpoint benchbridge serves for the spec
-(`bridges.serve.serving`, model = the spec's name, a dummy key), so every call goes through the
+(`bridges.serve.serving`, model = the spec's name, a random per-run key), so every call goes through the
 model layer (response cache, rate limits, retries) and the secret never reaches OpenCompass;
 any other kind (``python``, third-party kinds) -> `bridges._opencompass_model.BenchbridgeModel`, which
 calls benchbridge's model layer with the spec serialised as plain JSON in the config. System turns:
@@ -62,6 +62,7 @@ import json
 import os
 import pprint
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -83,7 +84,9 @@ MANIFEST = "benchbridge.json"
 DATA_DIR = "data"
 WORK_DIR = "outputs"
 LOG_FILE = "opencompass.log"
-SERVED_API_KEY = "benchbridge-serve"  # the loopback endpoint needs none; the layer reads the real key
+# The key of the loopback endpoint a run serves `openai` models on: random per process (per run), so another
+# local user cannot ask the model, and its upstream on the operator's key, through it. The layer reads the real key.
+SERVED_API_KEY = secrets.token_urlsafe(24)
 KINDS = {"mcq", "qa"}
 OC = "opencompass"
 CONTAINED_RUNNER = "bridges._opencompass_model.ContainedRunner"
@@ -703,7 +706,7 @@ class OpenCompassBridge(Bridge):
 
         upstream_models = self.models
         try:
-            with serving(specs) as url:
+            with serving(specs, api_key=SERVED_API_KEY) as url:
                 self.models = [served_view(s, url) if isinstance(s, OpenAISpec) else s for s in self.models]
                 yield
         finally:

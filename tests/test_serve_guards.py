@@ -3,6 +3,7 @@ model that raises SystemExit. The CLI cases run `benchbridge serve` as a real su
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -23,7 +24,7 @@ from bridges._errors import BenchbridgeError
 from bridges.models import parse_model_spec
 from bridges.serve import is_loopback, serving
 from tests._alpaca_models import EchoModel
-from tests.conftest import ROOT
+from tests.conftest import DATASETS, ROOT
 
 KEY_ENV = "TEST_SERVE_GUARD_KEY"
 KEY = "guard-key-" + "7" * 24
@@ -400,3 +401,71 @@ def test_a_model_raising_systemexit_answers_500_and_serving_goes_on(config: Path
         took = time.monotonic() - started
     print(f"\nSIGTERM stopped benchbridge serve in {took:.2f}s (exit {served.proc.returncode})")
     assert took < 5
+
+
+# ---- the endpoints `benchbridge run` serves for the frameworks ----
+
+
+@pytest.mark.parametrize("framework", ["opencompass", "lm_eval", "alpaca_eval"])
+def test_endpoints_a_run_serves_need_the_runs_random_key(
+    framework: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny_model_path: Path
+) -> None:
+    """During `run`, OpenCompass and lm-eval ask an `openai` model, and AlpacaEval a model judge, through a
+    loopback endpoint: another local user must not be able to use it (nor an upstream, on the operator's key).
+    The framework gets the key in its environment or client config; tests/test_openai_through_layer.py and
+    tests/test_alpaca_eval.py run the frameworks for real with it."""
+    import importlib
+
+    import yaml
+
+    import bridges.serve
+    from bridges import load_config
+    from bridges.frameworks import RunContext
+
+    monkeypatch.setenv("SERVE_GUARD_UPSTREAM_KEY", "sk-upstream-never-called-0000")
+    model: dict[str, Any] = {"name": "api", "kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"}
+    model["api_key_env"] = "SERVE_GUARD_UPSTREAM_KEY"
+    dataset, options = "qa_capitals", {}
+    if framework == "opencompass":
+        model["tokenizer_path"] = str(tiny_model_path)  # OpenCompass's OpenAISDK needs one offline
+    if framework == "alpaca_eval":
+        judge = {"name": "judge", "kind": "python", "target": "tests._alpaca_models:LongerJudge"}
+        dataset, options = (
+            "open_instructions",
+            {"reference": {"model": "api"}, "judge": {"model": judge, "kind": "tool"}},
+        )
+    echo = {"name": "echo", "kind": "python", "target": "tests._alpaca_models:EchoModel"}
+    config = {
+        "name": "c",
+        "work_dir": str(tmp_path / "runs"),
+        "models": [model, echo],
+        "datasets": [{"path": str(DATASETS / dataset)}],
+        "frameworks": {framework: options},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config), "utf-8")
+    module = importlib.import_module(f"bridges.{framework}")
+    bridge_class = {"opencompass": "OpenCompassBridge", "lm_eval": "LMEvalBridge", "alpaca_eval": "AlpacaEvalBridge"}
+    bridge = getattr(module, bridge_class[framework])(RunContext(load_config(path), "run", "hash"))
+    served: dict[str, Any] = {}
+    real_serving = bridges.serve.serving
+
+    @contextlib.contextmanager
+    def recording(*args: Any, **kwargs: Any) -> Iterator[str]:
+        with real_serving(*args, **kwargs) as url:
+            served.update(url=url, api_key=kwargs.get("api_key"))
+            yield url
+
+    monkeypatch.setattr(bridges.serve, "serving", recording)
+    endpoint = bridge._judge_endpoint(serve=True) if framework == "alpaca_eval" else bridge._served_openai_models()
+    with endpoint:
+        key = module.SERVED_API_KEY
+        assert served["api_key"] == key
+        assert len(key) >= 32
+        if framework == "lm_eval":
+            assert bridge.natives["api"].env_values == {"OPENAI_API_KEY": key}
+        elif framework == "opencompass":
+            assert bridge._environment()["OPENAI_API_KEY"] == key
+        assert httpx.get(f"{served['url']}/models", timeout=10).status_code == 401
+        r = httpx.get(f"{served['url']}/models", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert [m["id"] for m in r.json()["data"]] == ["judge" if framework == "alpaca_eval" else "api"]
