@@ -52,6 +52,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -71,6 +72,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridges._errors import BenchbridgeError
 from bridges.models import ChatRequest, ChatResponse, ModelSpec, TokenLogprob, get_model
+from bridges.secrets import mask, remember_secret_name, spec_secret_names
 
 _log = logging.getLogger("uvicorn.error")  # printed by uvicorn's handler, like its own errors
 
@@ -278,9 +280,12 @@ def tool_arguments(schema: dict[str, Any], answer: str, prompt: str) -> dict[str
 
 
 def model_error(exc: BaseException) -> ApiError:
-    """A model's error as an HTTP 500 in OpenAI's format, one line (the log keeps the traceback)."""
-    _log.error("model error", exc_info=exc)
-    detail = str(exc).strip().splitlines()
+    """A model's error as an HTTP 500 in OpenAI's format, one line (the log keeps the traceback).
+
+    Both are masked: an upstream's error may echo the operator's key (e.g. its Authorization header).
+    """
+    _log.error("model error: %s", mask("".join(traceback.format_exception(exc)).rstrip()))
+    detail = mask(str(exc)).strip().splitlines()
     return ApiError(500, f"model error: {type(exc).__name__}" + (f": {detail[0]}" if detail else ""))
 
 
@@ -383,6 +388,8 @@ class ServedModels:
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise BenchbridgeError(f"serve: model names must be unique, got {', '.join(names)}")
+        for name in spec_secret_names(specs):  # masked in what a model error answers or logs, whatever its name
+            remember_secret_name(name)
         # Request threads wait on the model layer, which bounds the calls in flight itself: enough threads
         # for every model's concurrency or batch to fill at once (and Starlette's 40 at least).
         threads = max(40, sum(max(s.limits.max_concurrency, s.batch_size) for s in specs))
@@ -783,6 +790,8 @@ def key_from_env(name: str | None) -> str | None:
     empty, else None. `.env` counts as environment, as for every other secret."""
     from bridges._config import _environment
 
+    if name:
+        remember_secret_name(name)  # masked wherever it could show, even when its name does not look secret
     key = _environment().get(name or SERVE_KEY_ENV) or None
     where = f"--api-key-env {name}" if name else SERVE_KEY_ENV
     if name and key is None:

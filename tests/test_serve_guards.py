@@ -34,6 +34,7 @@ models:
   - {name: exiting, kind: python, target: 'tests.test_serve_guards:ExitingModel'}
 """
 MIB = 1024 * 1024
+LEAK_ENV, LEAK = "SERVE_GUARD_LEAK_TOKEN", "leak-value-9f8e7d6c5b4a"
 
 
 class ExitingModel(EchoModel):
@@ -43,6 +44,8 @@ class ExitingModel(EchoModel):
 
     def __call__(self, batch: list[Any]) -> list[str]:
         answers = super().__call__(batch)
+        if "leak" in answers:  # an upstream error echoing a key
+            raise RuntimeError(f"upstream rejected key {os.environ[LEAK_ENV]}")
         for answer in answers:
             if answer in self.RAISES:
                 raise self.RAISES[answer](f"raised by the model on {answer!r}\nsecond line")
@@ -95,7 +98,8 @@ class Served:
 def start_serve(config: Path, cwd: Path, *args: str) -> Served:
     port = free_port()
     cmd = serve_cmd(config, "--port", str(port), *args)
-    proc = subprocess.Popen(cmd, env=cli_env(**{KEY_ENV: KEY}), cwd=cwd, stderr=subprocess.PIPE, text=True)
+    env = cli_env(**{KEY_ENV: KEY, LEAK_ENV: LEAK})
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -401,6 +405,18 @@ def test_a_model_raising_systemexit_answers_500_and_serving_goes_on(config: Path
         took = time.monotonic() - started
     print(f"\nSIGTERM stopped benchbridge serve in {took:.2f}s (exit {served.proc.returncode})")
     assert took < 5
+
+
+def test_a_model_error_is_masked_in_the_answer_and_the_log(config: Path, tmp_path: Path) -> None:
+    served = start_serve(config, tmp_path)
+    try:
+        r = served.chat("leak", key=None)
+        assert r.status_code == 500
+        assert r.json()["error"]["message"] == "model error: RuntimeError: upstream rejected key ***"
+    finally:
+        err = stop(served)
+    assert "upstream rejected key ***" in err  # the server's log has the traceback, masked
+    assert LEAK not in err
 
 
 # ---- the endpoints `benchbridge run` serves for the frameworks ----
