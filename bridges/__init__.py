@@ -5,7 +5,7 @@ The public API is re-exported here; everything else lives in private modules.
 
 from bridges._config import LoadedConfig, load_config
 from bridges._errors import BenchbridgeError, FrameworkFailure
-from bridges._records import Record
+from bridges._records import Judgement, Record, Sample
 from bridges.datasets import Dataset, importer, load_dataset
 from bridges.frameworks import Bridge, framework
 from bridges.models import ChatRequest, ChatResponse, Model, ModelSpec, get_model, python_model
@@ -17,10 +17,12 @@ __all__ = [
     "ChatResponse",
     "Dataset",
     "FrameworkFailure",
+    "Judgement",
     "LoadedConfig",
     "Model",
     "ModelSpec",
     "Record",
+    "Sample",
     "framework",
     "get_model",
     "importer",

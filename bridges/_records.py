@@ -59,3 +59,53 @@ def failure(
         primary=True,
         **kw,
     )
+
+
+class Judgement(BaseModel):
+    """What a judge model said about one sample (AlpacaEval's preference, evals' model-graded choice)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    model: str
+    verdict: str | None = None  # e.g. "1"/"2" (AlpacaEval preference) or the choice evals parsed ("Y", "__invalid__")
+    reasoning: str | None = None  # the judge's own text, as it answered
+
+
+class Sample(BaseModel):
+    """One sample of one framework run for one model: what was asked, answered, extracted and scored.
+
+    It fits each framework's own per-sample output: OpenCompass `predictions/` + `results/` details
+    (`origin_prompt`, `prediction`, `gold`, `pred`/`correct`), OpenAI evals record JSONL (`sampling`
+    prompt and completion, `match`/`metrics` events), AlpacaEval annotations (`instruction`,
+    `output_1`/`output_2`, `preference`, the judge's raw completion) and lm-eval `log_samples`
+    (`arguments`, `resps`/`filtered_resps`, `target`, per-metric values). `scores` holds every
+    per-sample metric by the name the framework's `Record.metric` uses, so a board cell's samples are
+    those with the cell's `run_id`/model/framework/benchmark/subset, scored by `scores[metric]`.
+    """
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    run_id: str
+    model: str
+    framework: str
+    benchmark: str
+    subset: str = ""
+    sample_id: str  # the canonical dataset's id where the dataset is ours, else the framework's index
+    prompt: str | None = None  # the rendered prompt string exactly as sent (few-shot included)
+    messages: list[dict[str, Any]] | None = None  # the chat messages exactly as sent, when it sent messages
+    output: str | None = None  # the model's raw output
+    extracted: str | None = None  # the answer the framework scored, after its extraction/filters
+    references: list[str] = Field(default_factory=list)
+    choices: list[str] | None = None  # multiple-choice options, when there are some
+    scores: dict[str, float | None] = Field(default_factory=dict)  # metric -> per-sample score (None: not scored)
+    invalid: bool = False  # the answer or the judge's grade could not be parsed
+    judge: Judgement | None = None
+    group: str | None = None  # cluster key for clustered standard errors (e.g. the subject)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def input_text(self) -> str:
+        """The input as one string: the prompt, else the messages as `role: content` lines."""
+        if self.prompt is not None:
+            return self.prompt
+        return "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in self.messages or [])

@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bridges._errors import BenchbridgeError
-from bridges._records import Record
+from bridges._records import Record, Sample
 from bridges._sqlite import connect_wal
 from leaderboards._secrets import key_env_names, redact, secret_values
 
-SCHEMA_VERSION = 1
+# 2 added the samples table; a version-1 store gets it (empty) the next time it is opened.
+SCHEMA_VERSION = 2
 # What `bridges._runner.manifest` writes for every framework run; a manifest without one of these
 # is a programming error, refused before anything is written.
 MANIFEST_KEYS = (
@@ -72,10 +73,40 @@ CREATE TABLE IF NOT EXISTS records (
     time TEXT NOT NULL,
     record TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_row INTEGER NOT NULL REFERENCES runs(id),
+    run_id TEXT NOT NULL,
+    model TEXT NOT NULL,
+    framework TEXT NOT NULL,
+    benchmark TEXT NOT NULL,
+    subset TEXT NOT NULL,
+    sample_id TEXT NOT NULL,
+    grp TEXT,
+    invalid INTEGER NOT NULL,
+    scores TEXT NOT NULL,
+    sample TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS records_cell ON records(model, framework, benchmark, metric);
+CREATE INDEX IF NOT EXISTS samples_cell ON samples(model, framework, benchmark, subset, run_id);
+CREATE INDEX IF NOT EXISTS samples_run ON samples(run_row);
 CREATE INDEX IF NOT EXISTS records_run ON records(run_row);
 CREATE INDEX IF NOT EXISTS runs_run_id ON runs(run_id);
 """
+
+class SampleScores(NamedTuple):
+    """A stored sample without its texts: where it belongs and how it was scored."""
+
+    run_id: str
+    model: str
+    framework: str
+    benchmark: str
+    subset: str
+    sample_id: str
+    group: str | None
+    invalid: bool
+    scores: dict[str, float | None]
+
 
 CellKey = tuple[str, str, str, str, str, str | None]  # model, framework, benchmark, subset, metric, judge
 
@@ -135,8 +166,9 @@ class ResultsStore:
         finally:
             conn.close()
 
-    def add_run(self, manifest: dict[str, Any], records: list[Record]) -> int:
-        """Stores one framework run and its records in one transaction; returns the run's row id.
+    def add_run(self, manifest: dict[str, Any], records: list[Record], samples: Sequence[Sample] = ()) -> int:
+        """Stores one framework run, its records and its per-sample rows in one transaction; returns
+        the run's row id (a run killed half way stores none of them).
 
         Secret values (see `leaderboards._secrets`) are masked in the manifest and every record, and
         the manifest's error is cut to its last `ERROR_EXCERPT_CHARS` characters.
@@ -144,15 +176,19 @@ class ResultsStore:
         missing = [k for k in MANIFEST_KEYS if k not in manifest]
         if missing:
             raise ValueError(f"run manifest lacks {', '.join(missing)}")
-        strangers = sorted({(r.run_id, r.framework) for r in records} - {(manifest["run_id"], manifest["framework"])})
+        owners = {(r.run_id, r.framework) for r in records} | {(s.run_id, s.framework) for s in samples}
+        strangers = sorted(owners - {(manifest["run_id"], manifest["framework"])})
         if strangers:
             raise ValueError(f"records of {strangers} stored under run {manifest['run_id']}/{manifest['framework']}")
         secrets = secret_values(key_env_names(manifest.get("models") or []))
         manifest = {**manifest, "n_records": len(records)}
+        if samples:  # what `check` counts; manifests of runs without samples stay as they were
+            manifest["n_sample_rows"] = len(samples)
         if manifest["error"]:
             manifest["error"] = manifest["error"][-ERROR_EXCERPT_CHARS:]
         manifest_json = redact(json.dumps(manifest, ensure_ascii=False, sort_keys=True, default=str), secrets)
         clean = [Record.model_validate_json(redact(r.model_dump_json(), secrets)) for r in records]
+        clean_samples = [Sample.model_validate_json(redact(s.model_dump_json(), secrets)) for s in samples]
         clean_manifest = json.loads(manifest_json)
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
@@ -194,6 +230,26 @@ class ResultsStore:
                         for r in clean
                     ],
                 )
+                conn.executemany(
+                    "INSERT INTO samples(run_row, run_id, model, framework, benchmark, subset, sample_id, grp,"
+                    " invalid, scores, sample) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            row,
+                            s.run_id,
+                            s.model,
+                            s.framework,
+                            s.benchmark,
+                            s.subset,
+                            s.sample_id,
+                            s.group,
+                            int(s.invalid),
+                            json.dumps(s.scores),
+                            s.model_dump_json(exclude_defaults=True),
+                        )
+                        for s in clean_samples
+                    ],
+                )
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -230,6 +286,31 @@ class ResultsStore:
         """Every record ever stored (of one config's runs if `config_name`), oldest first."""
         return self.history(config_name=config_name)
 
+    def samples(
+        self,
+        *,
+        model: str | None = None,
+        framework: str | None = None,
+        benchmark: str | None = None,
+        subset: str | None = None,
+        run_id: str | None = None,
+    ) -> list[Sample]:
+        """Stored samples matching every given filter, in the order they were stored."""
+        filters = {"model": model, "framework": framework, "benchmark": benchmark, "subset": subset, "run_id": run_id}
+        return [Sample.model_validate_json(text) for text in self._select("SELECT sample FROM samples", filters, "id")]
+
+    def sample_scores(self) -> list[SampleScores]:
+        """Every stored sample's scores alone (no prompts or outputs): what the statistics read, one
+        small row each, so that a board over many samples stays fast."""
+        if not self.path.exists():
+            return []
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT run_id, model, framework, benchmark, subset, sample_id, grp, invalid, scores FROM samples"
+                " ORDER BY id"
+            ).fetchall()
+        return [SampleScores(*row[:6], row[6], bool(row[7]), json.loads(row[8])) for row in rows]
+
     def runs(
         self,
         *,
@@ -265,7 +346,13 @@ class ResultsStore:
                 " LEFT JOIN records ON records.run_row = runs.id GROUP BY runs.id"
                 " HAVING COUNT(records.id) != runs.n_records"
             ).fetchall()
+            short_samples = conn.execute(
+                "SELECT runs.run_id, runs.framework, json_extract(runs.manifest, '$.n_sample_rows') AS n,"
+                " (SELECT COUNT(*) FROM samples WHERE samples.run_row = runs.id) AS c FROM runs"
+                " WHERE n IS NOT NULL AND n != c"
+            ).fetchall()
         problems += [f"run {r[0]}/{r[1]}: {r[3]} of {r[2]} records" for r in short]
+        problems += [f"run {r[0]}/{r[1]}: {r[3]} of {r[2]} samples" for r in short_samples]
         return problems
 
     def require(self) -> ResultsStore:

@@ -5,16 +5,23 @@ Four frameworks as their bridges report them (OpenCompass in 0-100, the others i
 models, C-Eval subjects as subsets, a judged AlpacaEval column, reruns, and failures: a framework
 that failed as a whole, a failed subject, a failure that a later rerun fixed, and a success that a
 later rerun failed.
+
+`sample_samples(records)` gives every successful record of qa_capitals, qa_zh, mcq_science_en,
+ceval_mini and open_instructions its per-sample rows, shaped as each framework's own per-sample output
+is (rendered prompt or messages, raw output, extracted answer, reference, 0-1 scores, a judge's
+verdict), with the right/wrong pattern chosen so that the record's value is the mean of its samples'
+scores and the frameworks disagree on qa_capitals for reasons the diff can tell.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bridges._records import Record, failure
+from bridges._records import Judgement, Record, Sample, failure
 from leaderboards.store import ResultsStore
 
 VERSIONS = {"opencompass": "0.5.4", "lm_eval": "0.4.13", "openai_evals": "3.0.1.post1", "alpaca_eval": "0.6.6"}
@@ -209,6 +216,132 @@ def manifest_for(run_id: str, framework: str, records: list[Record]) -> dict[str
     }
 
 
+DATASETS = Path(__file__).resolve().parents[1] / "custom_datasets"
+LETTERS = "ABCD"
+
+
+def _dataset(name: str) -> list[dict[str, Any]]:
+    lines = (DATASETS / name / "samples.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _right(framework: str, n: int, k: int) -> list[bool]:
+    """Which of n samples a framework scores right (k of them): OpenCompass and evals the first k,
+    lm-eval the last k, so that the same model's samples differ between them."""
+    return [i >= n - k for i in range(n)] if framework == "lm_eval" else [i < k for i in range(n)]
+
+
+def _qa_sample(record: Record, row: dict[str, Any], right: bool) -> Sample:
+    answer = row["answers"][0]
+    messages = row["messages"]
+    base = {
+        "run_id": record.run_id,
+        "model": record.model,
+        "framework": record.framework,
+        "benchmark": record.benchmark,
+        "subset": record.subset,
+        "sample_id": row["id"],
+        "references": row["answers"],
+    }
+    if record.framework == "lm_eval":  # a rendered completion prompt; exact_match on the stripped text
+        question = messages[-1]["content"]
+        prompt = f"{messages[0]['content']}\n\nQuestion: {question}\nAnswer:"
+        output = f" {answer}" if right else f" {answer}."  # the trailing period is what exact_match misses
+        return Sample(
+            **base, prompt=prompt, output=output, extracted=output.strip(), scores={record.metric: float(right)}
+        )
+    if record.framework == "opencompass":
+        prompt = "\n".join(m["content"] for m in messages)
+        output = answer if right else "I don't know"
+        return Sample(**base, prompt=prompt, output=output, extracted=output, scores={record.metric: float(right)})
+    # OpenAI evals: chat messages; Match on the completion's start
+    output = answer if right else f"It is {answer}"
+    return Sample(**base, messages=messages, output=output, extracted=output, scores={record.metric: float(right)})
+
+
+def _mcq_sample(record: Record, row: dict[str, Any], right: bool, group: str | None = None) -> Sample:
+    gold = row["answer"]
+    wrong = LETTERS[(LETTERS.index(gold) + 1) % len(row["choices"])]
+    options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(row["choices"]))
+    prompt = f"{row['question']}\n{options}\nAnswer:"
+    pick = gold if right else wrong
+    output = pick if record.framework == "lm_eval" else f"{pick}. {row['choices'][LETTERS.index(pick)]}"
+    return Sample(
+        run_id=record.run_id,
+        model=record.model,
+        framework=record.framework,
+        benchmark=record.benchmark,
+        subset=record.subset,
+        sample_id=row["id"],
+        prompt=prompt,
+        output=output,
+        extracted=pick,
+        references=[gold],
+        choices=row["choices"],
+        scores={record.metric: float(right)},
+        group=group,
+    )
+
+
+def _alpaca_samples(record: Record, rows: list[dict[str, Any]]) -> list[Sample]:
+    """AlpacaEval annotations: preference 2 (the model wins), 1 (the reference wins) or 1.5 (a tie)."""
+    n = len(rows)
+    wins = (record.value or 0.0) / 100.0 * n
+    whole, tie = int(wins), round(wins - int(wins), 2) >= 0.5
+    out = []
+    for i, row in enumerate(rows):
+        score = 1.0 if i < whole else 0.5 if (i == whole and tie) else 0.0
+        verdict = {1.0: "2", 0.5: "1.5", 0.0: "1"}[score]
+        out.append(
+            Sample(
+                run_id=record.run_id,
+                model=record.model,
+                framework=record.framework,
+                benchmark=record.benchmark,
+                sample_id=row["id"],
+                prompt=row["instruction"],
+                output=f"{record.model} answers: {row['instruction'][:20]}",
+                extracted=verdict,
+                references=[f"reference answer to {row['id']}"],
+                scores={record.metric: score},
+                judge=Judgement(model=JUDGE, verdict=verdict, reasoning=f"Output ({verdict}) is better."),
+            )
+        )
+    return out
+
+
+def sample_samples(records: list[Record]) -> list[Sample]:
+    """The per-sample rows behind `records` (see the module's docstring); records of other benchmarks
+    or whose value is no whole number of right samples get none (like a store written before samples)."""
+    out: list[Sample] = []
+    for record in records:
+        if record.status != "ok" or record.value is None or not record.n_samples or not record.primary:
+            continue
+        if record.benchmark == "open_instructions":
+            out += _alpaca_samples(record, _dataset("open_instructions")[: record.n_samples])
+            continue
+        k = round(record.value / record.scale * record.n_samples)
+        if abs(k / record.n_samples - record.value / record.scale) > 1e-9:
+            continue
+        pattern = _right(record.framework, record.n_samples, k)
+        if record.benchmark in ("qa_capitals", "qa_zh"):
+            rows = _dataset(record.benchmark)[: record.n_samples]
+            out += [_qa_sample(record, row, right) for row, right in zip(rows, pattern, strict=True)]
+        elif record.benchmark == "mcq_science_en":
+            rows = _dataset(record.benchmark)[: record.n_samples]
+            out += [_mcq_sample(record, row, right) for row, right in zip(rows, pattern, strict=True)]
+        elif record.benchmark == "ceval_mini":  # a question per subject, grouped by subject (the cluster)
+            for i, right in enumerate(pattern):
+                row = {
+                    "id": f"{record.subset}-{i + 1}",
+                    "question": f"{record.subset} question {i + 1}",
+                    "choices": ["甲", "乙", "丙", "丁"],
+                    "answer": LETTERS[i % 4],
+                }
+                out.append(_mcq_sample(record, row, right, group=record.subset))
+    return out
+
+
 def sample_records() -> list[Record]:
     return [r for _, records in sample_runs() for r in records]
 
@@ -233,5 +366,5 @@ def sample_store(path: str | Path) -> ResultsStore:
     """A results database holding `sample_runs()`, one transaction per framework run."""
     store = ResultsStore(path)
     for manifest, records in sample_runs():
-        store.add_run(manifest, records)
+        store.add_run(manifest, records, samples=sample_samples(records))
     return store
