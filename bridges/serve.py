@@ -31,9 +31,9 @@ protocol subclass for what happens before a request exists):
   constant time); without one the server may only listen on loopback (`check_exposure`);
 - a body over `max_body_bytes` gets 413 before it is read whole: a larger Content-Length at once, a
   chunked body as soon as the bytes received pass the limit;
-- a request's head, and then its body, must each arrive within `body_timeout_s` (a stalled body gets
-  408); a connection with no request in progress closes after `keep_alive_timeout_s`, also a fresh
-  one that never sends anything;
+- a request's head, and then its body, must each arrive within `body_timeout_s` (408); a head over
+  `MAX_HEAD_BYTES` gets 431; a connection with no request in progress closes after
+  `keep_alive_timeout_s`, also a fresh one that never sends anything;
 - a model raising any `BaseException` (SystemExit from user code included) answers that request 500;
   the worker keeps answering later ones.
 Refusals close the connection: the rest of an unread body is not worth draining.
@@ -705,28 +705,41 @@ def make_app(served: ServedModels, guards: Guards | None = None) -> ASGIApp:
     return RequestGuard(make_routes(served), guards or Guards())
 
 
-_TIMEOUT_408 = bytes(ApiError(408, "request head not received in time").response().body)
+# A request's head (request line and headers) larger than this gets 431: httptools sets no limit of its own,
+# and a client streaming one endless header grew the server by hundreds of MB within the head timeout.
+MAX_HEAD_BYTES = 64 * 1024
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol plus the two timeouts it lacks.
+    """uvicorn's httptools protocol plus the limits it lacks on what comes before a request exists.
 
     uvicorn arms its keep-alive timer only after a response, so a connection that never sends a request
     stayed open for good; here it is armed on connect too (any byte received cancels it, as uvicorn
-    does). And nothing bounded how long a request's head may take to arrive (a client sending a header
-    byte now and then held its connection forever): it gets `head_timeout_s` from its first byte.
+    does). Nothing bounded how long a request's head may take to arrive (a client sending a header
+    byte now and then held its connection forever): it gets `head_timeout_s` from its first byte. Nor
+    how large it may be: `MAX_HEAD_BYTES`.
     """
 
     head_timeout_s: float = DEFAULT_BODY_TIMEOUT_S  # set per server by `_protocol_class`
     _head_timer: asyncio.TimerHandle | None = None
+    _head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._head_timer is not None:  # still inside a head after these bytes: they all belong to it
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._cancel_head_timer()
+                self._refuse(431, "Request Header Fields Too Large", f"request head over {MAX_HEAD_BYTES} bytes")
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._cancel_head_timer()
+        self._head_bytes = 0
         self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
 
     def on_headers_complete(self) -> None:
@@ -744,10 +757,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if not self.transport.is_closing():
-            head = "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-            self.transport.write(f"{head}content-length: {len(_TIMEOUT_408)}\r\n\r\n".encode() + _TIMEOUT_408)
-            self.transport.close()
+        self._refuse(408, "Request Timeout", "request head not received in time")
+
+    def _refuse(self, status: int, reason: str, message: str) -> None:
+        """Answers before any request exists (so outside the app), in OpenAI's error format, and closes."""
+        if self.transport.is_closing():
+            return
+        body = bytes(ApiError(status, message).response().body)
+        head = f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        self.transport.write(f"{head}content-length: {len(body)}\r\n\r\n".encode() + body)
+        self.transport.close()
 
 
 def _protocol_class(head_timeout_s: float) -> type[GuardedHttpToolsProtocol]:

@@ -366,6 +366,19 @@ def test_a_stalled_head_gets_408(quick: str) -> None:
     assert 0.1 < took < 1.0
 
 
+def test_a_huge_request_head_gets_431(quick: str) -> None:
+    """httptools sets no limit: one endless header grew the server by ~270 MB in 20 s before this."""
+    with quick_socket(quick) as sock:
+        sock.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (70 * 1024))
+        took, data = seconds_until_closed(sock, 10)
+    assert data.startswith(b"HTTP/1.1 431 ")
+    assert b"request head over 65536 bytes" in data
+    assert took < 1
+    # A large but allowed head still gets its answer.
+    r = httpx.get(f"{quick}/models", headers={"X-Big": "a" * 60000}, timeout=10)
+    assert r.status_code == 200
+
+
 def test_idle_keep_alive_then_a_new_request_on_a_new_connection(quick: str) -> None:
     with httpx.Client(base_url=quick, timeout=10) as client:
         assert client.get("/models").status_code == 200
