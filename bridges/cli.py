@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="require 'Authorization: Bearer $NAME' on every request (default: $BENCHBRIDGE_SERVE_KEY if set)",
     )
-    serve.add_argument("--max-body-mb", default="8", help="larger request bodies get 413 (default 8 MiB)")
+    serve.add_argument("--max-body-mb", default="8", metavar="MB", help="larger request bodies get 413 (default 8 MiB)")
     serve.set_defaults(handler=cmd_serve)
     return parser
 
