@@ -33,7 +33,8 @@ from typing import Any
 SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
 MIN_SECRET_LENGTH = 8  # shorter values ("1", "true") are settings, and replacing them would mangle text
 MASK = "***"
-_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
+# A token has a digit somewhere: "the bearer instruments" in a dataset's text is left alone.
+_BEARER = re.compile(r"(?i)\b(bearer)\s+(?=[A-Za-z._~+/=-]*[0-9])[A-Za-z0-9._~+/=-]{8,}")
 # OpenAI-style keys: sk-..., sk-proj-..., also when quoted inside JSON or a repr.
 _SK_KEY = re.compile(r"(?<![A-Za-z0-9_-])sk-[A-Za-z0-9_-]{16,}")
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")

@@ -44,6 +44,8 @@ def test_redact_masks_values_bearer_tokens_and_sk_keys() -> None:
     out = redact(text, [TOKEN])
     assert planted(out) == [] and "abcdefgh12345678" not in out
     assert out == f'Authorization: Bearer {MASK} key="{MASK}" token={MASK} sk-short ok'  # short sk- is not a key
+    prose = "the bearer instruments of a task-oriented-dialogue-system"  # no digit, no sk- word: not secrets
+    assert redact(prose, []) == prose
 
 
 def test_mask_knows_secret_looking_and_remembered_variables(monkeypatch: pytest.MonkeyPatch) -> None:
