@@ -64,7 +64,10 @@ def dotenv_values() -> dict[str, str]:
         return {}
     from dotenv import dotenv_values as read
 
-    return {k: v for k, v in read(env_file).items() if v is not None}
+    try:
+        return {k: v for k, v in read(env_file).items() if v is not None}
+    except (OSError, UnicodeDecodeError):
+        return {}  # unreadable: masking must never be what fails (it runs on every error we print)
 
 
 def secret_values(extra_names: Iterable[str] = (), env: Mapping[str, str] | None = None) -> list[str]:
@@ -117,7 +120,8 @@ def mask(text: str, extra_names: Iterable[str] = ()) -> str:
 def scrub_file(path: Path, secrets: list[str]) -> bool:
     """Masks secrets in one text file in place (atomically); True when it changed."""
     try:
-        if path.suffix in _BINARY_SUFFIXES or path.stat().st_size > MAX_SCRUB_BYTES:
+        st = path.stat()
+        if path.suffix in _BINARY_SUFFIXES or st.st_size > MAX_SCRUB_BYTES:
             return False
         data = path.read_bytes()
     except OSError:
@@ -129,8 +133,13 @@ def scrub_file(path: Path, secrets: list[str]) -> bool:
     if clean == text:
         return False
     tmp = path.with_name(f".{path.name}.scrub")
-    tmp.write_bytes(clean.encode("utf-8", errors="surrogateescape"))
-    os.replace(tmp, path)
+    try:
+        tmp.write_bytes(clean.encode("utf-8", errors="surrogateescape"))
+        os.chmod(tmp, st.st_mode & 0o7777)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        return False  # a folder we may not write: nothing of ours was written there either
     return True
 
 

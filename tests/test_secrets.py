@@ -56,6 +56,16 @@ def test_mask_knows_secret_looking_and_remembered_variables(monkeypatch: pytest.
     assert mask("qwertyuiop12", ["UPSTREAM_CRED_X"]) == MASK
 
 
+def test_dotenv_values_are_masked_and_an_unreadable_dotenv_breaks_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"UPSTREAM_PASSWORD={TOKEN}\n", encoding="utf-8")
+    assert mask(f"login {TOKEN}") == f"login {MASK}"
+    (tmp_path / ".env").write_bytes(b"UPSTREAM_PASSWORD=\xff\xfe\n")
+    assert mask(f"Bearer {KEY}") == f"Bearer {MASK}"
+
+
 def test_an_upstream_401_echoing_the_key_is_masked_at_the_source(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ODD_NAME", KEY.replace("sk-", "zz-"))  # found by its api_key_env, not by its shape
     spec = parse_model_spec(

@@ -9,7 +9,6 @@ import socket
 import ssl
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from pathlib import Path
 from typing import Any
 
 from bridges._errors import BenchbridgeError
@@ -22,7 +21,7 @@ from bridges.models._types import (
     RetryableModelError,
     TokenLogprob,
 )
-from bridges.secrets import redact, remember_secret_name, secret_values
+from bridges.secrets import dotenv_values, redact, remember_secret_name, secret_values
 
 
 def read_secret(name: str) -> str | None:
@@ -31,12 +30,7 @@ def read_secret(name: str) -> str | None:
     remember_secret_name(name)
     if os.environ.get(name):
         return os.environ[name]
-    env_file = Path(".env")
-    if env_file.is_file():
-        from dotenv import dotenv_values
-
-        return dotenv_values(env_file).get(name) or None
-    return None
+    return dotenv_values().get(name) or None
 
 
 # Worth another try (the OpenAI SDK's own choice); any other 4xx is a request a retry cannot fix.
