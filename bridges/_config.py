@@ -13,10 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bridges._errors import BenchbridgeError
+from bridges._files import MAX_NAME, YamlDoc, loc_text, read_yaml
 from bridges.datasets import Dataset, load_dataset
 from bridges.models import ModelSpec, parse_model_spec
 from bridges.models._builtin import materialize
@@ -44,6 +44,17 @@ class PublishSettings(BaseModel):
     download_url: str | None = None
     organization: str = "benchbridge"  # who ran the evaluations (Every Eval Ever source_metadata)
 
+    @field_validator("website", "github", "paper", "download_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        # These become links on the published page: a `javascript:` or `file:` URL must not.
+        if value is None:
+            return value
+        scheme, _, rest = value.partition("://")
+        if scheme.lower() not in ("http", "https") or not rest.strip("/"):
+            raise ValueError(f"{value!r} is not an http(s) URL (write https://...)")
+        return value
+
 
 class CacheSettings(BaseModel):
     """The model layer's response cache (bridges/models/_cache.py)."""
@@ -56,7 +67,7 @@ class CacheSettings(BaseModel):
 class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME)
     description: str = ""
     work_dir: str = "runs"
     results_db: str | None = None  # default: <work_dir>/results.sqlite
@@ -68,35 +79,50 @@ class RunConfig(BaseModel):
     publish: PublishSettings = Field(default_factory=PublishSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
 
+    @field_validator("models")
+    @classmethod
+    def _some_model(cls, models: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not models:
+            raise ValueError("empty; list at least one model (name, kind, ...)")
+        return models
+
 
 class LoadedConfig:
     """A validated config with its models parsed, datasets loaded and paths resolved."""
 
-    def __init__(self, path: Path, raw: dict[str, Any], cfg: RunConfig) -> None:
+    def __init__(self, path: Path, raw: dict[str, Any], cfg: RunConfig, doc: YamlDoc | None = None) -> None:
         self.path = path
         self.raw = raw
         self.cfg = cfg
         self.base = path.parent
-        self.models: list[ModelSpec] = [
-            materialize(parse_model_spec(m, where=f"{path}: models[{i}]")) for i, m in enumerate(cfg.models)
-        ]
+        self.doc = doc
+        self.models: list[ModelSpec] = []
+        for i, m in enumerate(cfg.models):
+            spec = parse_model_spec(m, where=f"{self.where('models', i)}: models[{i}]")
+            self.models.append(materialize(check_model_paths(spec, f"{self.where('models', i)}: models[{i}]")))
         names = [m.name for m in self.models]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
             raise BenchbridgeError(f"{path}: models: duplicate name(s) {', '.join(sorted(dupes))}")
+        from bridges.frameworks import FRAMEWORKS
+
         self.datasets: list[Dataset] = []
         self.dataset_frameworks: dict[str, list[str] | None] = {}
         for i, ref in enumerate(cfg.datasets):
+            for j, fw in enumerate(ref.frameworks or []):
+                FRAMEWORKS.get(fw, key=f"{self.where('datasets', i, 'frameworks', j)}: datasets[{i}].frameworks[{j}]")
             try:
                 ds = load_dataset(self.resolve(ref.path))
             except BenchbridgeError as exc:
-                raise BenchbridgeError(f"{path}: datasets[{i}].path: {exc}") from None
+                raise BenchbridgeError(f"{self.where('datasets', i, 'path')}: datasets[{i}].path: {exc}") from None
             self.datasets.append(ds)
             self.dataset_frameworks[ds.name] = ref.frameworks
-        from bridges.frameworks import FRAMEWORKS
-
         for fw in cfg.frameworks:
-            FRAMEWORKS.get(fw, key=f"{path}: frameworks.{fw}")
+            FRAMEWORKS.get(fw, key=f"{self.where('frameworks', fw)}: frameworks.{fw}")
+
+    def where(self, *loc: Any) -> str:
+        """`config:line` of the key at `loc` (the file alone when the line is unknown)."""
+        return self.doc.where(loc) if self.doc is not None else str(self.path)
 
     def resolve(self, p: str | None) -> Path:
         if p is None:
@@ -150,8 +176,8 @@ class LoadedConfig:
             return options_model.model_validate(raw)
         except ValidationError as exc:
             err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise BenchbridgeError(f"{self.path}: frameworks.{framework}.{loc}: {err['msg']}") from None
+            at = self.where("frameworks", framework, *err["loc"])
+            raise BenchbridgeError(f"{at}: {loc_text(('frameworks', framework, *err['loc']))}: {err['msg']}") from None
 
 
 def _interpolate(value: Any, path: Path, key: str, env: dict[str, str], keep_refs: bool = False) -> Any:
@@ -193,16 +219,24 @@ def _environment() -> dict[str, str]:
     return env
 
 
+def check_model_paths(spec: ModelSpec, key: str) -> ModelSpec:
+    """An `hf` model's local folders (path, tokenizer_path, peft_path) exist, before anything runs."""
+    from bridges.models._builtin import PREFIX
+    from bridges.models._hf import check_local_path
+
+    for field in ("path", "tokenizer_path", "peft_path"):
+        value = getattr(spec, field, None)
+        if spec.kind == "hf" and isinstance(value, str) and not value.startswith(PREFIX):
+            check_local_path(value, f"{key}.{field}")
+    return spec
+
+
 def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> LoadedConfig:
     path = Path(path).resolve()
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise BenchbridgeError(f"{path}: config file not found") from None
-    except yaml.YAMLError as exc:
-        raise BenchbridgeError(f"{path}: invalid YAML: {exc}".replace("\n", " ")) from None
+    doc = read_yaml(path, "config file")
+    raw = doc.data
     if not isinstance(raw, dict):
-        raise BenchbridgeError(f"{path}: expected a mapping at the top level")
+        raise BenchbridgeError(f"{path}: expected a mapping at the top level (name, models, datasets, frameworks)")
     raw = _interpolate(raw, path, "", _environment())
     for k, v in (overrides or {}).items():
         raw[k] = v
@@ -210,6 +244,5 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
         cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"])
-        raise BenchbridgeError(f"{path}: {loc}: {err['msg']}") from None
-    return LoadedConfig(path, raw, cfg)
+        raise BenchbridgeError(f"{doc.where(err['loc'])}: {loc_text(err['loc'])}: {err['msg']}") from None
+    return LoadedConfig(path, raw, cfg, doc)

@@ -7,6 +7,7 @@ code registers with the decorator.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -46,8 +47,10 @@ class Registry(Generic[T]):
             target = self._lazy.get(name)
             if target is None:
                 at = f"{key}: " if key else ""
+                close = difflib.get_close_matches(str(name), self.names(), n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}? " if close else ""
                 raise BenchbridgeError(
-                    f"{at}unknown {self.what} {name!r}; known: {', '.join(self.names()) or '(none)'}"
+                    f"{at}unknown {self.what} {name!r}; {hint}known: {', '.join(self.names()) or '(none)'}"
                 )
             self._loaded[name] = import_target(target)
         return self._loaded[name]
@@ -60,8 +63,11 @@ def import_target(target: str) -> object:
         raise BenchbridgeError(f"{target!r} is not of the form 'package.module:attr'")
     try:
         obj: object = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
+    except ImportError as exc:
         raise BenchbridgeError(f"cannot import {module_name!r} for {target!r}: {exc}") from exc
+    except SyntaxError as exc:
+        at = f"{exc.filename}:{exc.lineno}: " if exc.filename else ""
+        raise BenchbridgeError(f"cannot import {module_name!r} for {target!r}: {at}{exc.msg}") from exc
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)

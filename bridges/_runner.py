@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import secrets
 import shutil
@@ -16,6 +17,7 @@ from typing import Any
 
 from bridges._config import LoadedConfig
 from bridges._errors import BenchbridgeError, FrameworkFailure
+from bridges._files import check_dir_writable
 from bridges._records import Record, failure, now_iso
 from bridges.frameworks import FRAMEWORKS, Bridge, RunContext
 from bridges.models import CacheReport, cache_report, configure_cache
@@ -60,31 +62,152 @@ def relocate(paths: list[Path], tmp: Path, out: Path) -> None:
             path.write_text(text.replace(str(tmp), str(out)), encoding="utf-8")
 
 
+PREPARED_MARKER = ".benchbridge-prepared"
+
+
+def _owned_by_prepare(out: Path) -> set[str]:
+    """The framework folders an earlier `prepare` wrote into `out`; refuses a folder it did not write.
+
+    `out` may be absent or empty; otherwise it must hold our marker, and only the folders the marker
+    lists may be replaced: `prepare` never deletes what it did not write.
+    """
+    if out.exists() and not out.is_dir():
+        raise BenchbridgeError(f"--out: {out} is a file; give a folder (new, empty, or from an earlier prepare)")
+    if not out.exists() or not any(out.iterdir()):
+        return set()
+    marker = out / PREPARED_MARKER
+    if not marker.is_file():
+        raise BenchbridgeError(
+            f"--out: {out} is not empty and was not written by `benchbridge prepare` (no {PREPARED_MARKER}); "
+            "give a new or empty folder"
+        )
+    try:
+        owned = json.loads(marker.read_text(encoding="utf-8")).get("frameworks")
+    except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        owned = None
+    if not isinstance(owned, list) or not all(isinstance(f, str) for f in owned):
+        raise BenchbridgeError(f"{marker}: not a benchbridge prepare marker; give a new or empty --out folder")
+    return set(owned)
+
+
 def prepare(config: LoadedConfig, out: Path, only: list[str] | None = None) -> dict[str, list[Path]]:
-    """Writes each framework's native artifacts under `out/<framework>/`, all or nothing."""
-    bridges = make_bridges(config, only, {"run_id": "prepared", "config_hash": config.config_hash()})
+    """Writes each framework's native artifacts under `out/<framework>/`, all or nothing.
+
+    Only folders named in `out`'s marker (written by an earlier `prepare`) are ever replaced.
+    """
     out = out.resolve()
+    check_dir_writable(out, "--out")
+    owned = _owned_by_prepare(out)
+    bridges = make_bridges(config, only, {"run_id": "prepared", "config_hash": config.config_hash()})
+    for bridge in bridges:
+        if (out / bridge.name).exists() and bridge.name not in owned:
+            raise BenchbridgeError(
+                f"--out: {out / bridge.name} exists and was not written by `benchbridge prepare`; "
+                "move it away or give another --out"
+            )
+    check_python_targets(config)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:50]}.", dir=out.parent))
     written: dict[str, list[Path]] = {}
     try:
         for bridge in bridges:
             paths = bridge.prepare(tmp / bridge.name)
             relocate(paths, tmp, out)
             written[bridge.name] = [out / p.relative_to(tmp) for p in paths]
+        frameworks = sorted(owned | set(written))
+        marker = {"written_by": "benchbridge prepare", "config": str(config.path), "frameworks": frameworks}
+        (tmp / PREPARED_MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         if out.exists():
-            for child in tmp.iterdir():
+            for child in list(tmp.iterdir()):
                 target = out / child.name
                 if target.exists():
-                    shutil.rmtree(target) if target.is_dir() else target.unlink()
+                    # Moved aside first, so `target` is never half gone; only our own folders get here.
+                    trash = Path(tempfile.mkdtemp(prefix=".replaced.", dir=tmp))
+                    os.replace(target, trash / child.name)
                 os.replace(child, target)
-            tmp.rmdir()
+            shutil.rmtree(tmp)
         else:
             os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return written
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+SMOKE_TIMEOUT_S = 20.0
+
+
+def check_python_targets(config: LoadedConfig) -> None:
+    """Every `python` model's target (and `imports`) imports and is callable: a typo is one line now,
+    not a failure buried in a framework's log."""
+    from bridges.models import PythonSpec
+    from bridges.models._python import resolve_target
+
+    for i, spec in enumerate(config.models):
+        if isinstance(spec, PythonSpec):
+            resolve_target(spec, f"{config.where('models', i, 'target')}: models[{i}].target")
+
+
+def smoke_python_models(config: LoadedConfig, progress: Callable[[str], None]) -> None:
+    """One short prompt to each `python` model, in a child process with a timeout, before any framework
+    starts: a model that raises or answers with the wrong type is exit 2 here, not exit 1 from deep
+    inside a framework. The call bypasses the response cache. Too slow (a model that loads weights)
+    is not an error: the check is skipped and the run goes on."""
+    import sys
+
+    from bridges.models import PythonSpec
+
+    # As the frameworks' own processes get it: the project and the working directory importable.
+    root = str(Path(__file__).resolve().parent.parent)
+    pythonpath = os.pathsep.join(p for p in (root, os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    for i, spec in enumerate(config.models):
+        if not isinstance(spec, PythonSpec):
+            continue
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-c", "from bridges.models._python import smoke_main; smoke_main()"],
+                input=spec.model_dump_json(),
+                capture_output=True,
+                text=True,
+                timeout=SMOKE_TIMEOUT_S,
+                check=False,
+                env=env,
+            )
+        except subprocess.TimeoutExpired:
+            progress(f"[preflight] {spec.name}: no answer to a one-prompt check in {SMOKE_TIMEOUT_S:.0f}s; not checked")
+            continue
+        if proc.returncode != 0:
+            lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+            cause = lines[-1] if lines else f"exit status {proc.returncode}"
+            raise BenchbridgeError(
+                f"{config.where('models', i)}: models[{i}] ({spec.name}): failed a one-prompt check "
+                f"before any framework ran: {cause}"
+            )
+
+
+def check_run_paths(config: LoadedConfig) -> None:
+    """`work_dir` and `results_db` are what they must be, before anything is written."""
+    check_dir_writable(config.work_dir, f"{config.where('work_dir')}: work_dir")
+    db = config.results_db
+    key = f"{config.where('results_db')}: results_db" if config.cfg.results_db else f"{config.path}: results_db"
+    if db.is_dir():
+        raise BenchbridgeError(f"{key}: {db} is a folder; give the path of a results file (e.g. results.sqlite)")
+    if db.exists():
+        try:
+            with db.open("rb") as fh:
+                head = fh.read(len(SQLITE_HEADER))
+        except OSError as exc:
+            raise BenchbridgeError(f"{key}: {db}: cannot read it ({exc.strerror})") from None
+        if head and head != SQLITE_HEADER:
+            raise BenchbridgeError(
+                f"{key}: {db} is not an SQLite database; give a new path or a benchbridge results file"
+            )
+        if not os.access(db, os.W_OK):
+            raise BenchbridgeError(f"{key}: {db} is not writable")
+    else:
+        check_dir_writable(db.parent, key)
 
 
 def git_commit() -> str | None:
@@ -176,8 +299,12 @@ def run(
     bridges = make_bridges(
         config, only, {"run_id": run_id, "config_hash": config_hash, "force": force, "progress": progress}
     )
+    # Pre-flight: everything checkable is checked before a framework starts or a file is written.
+    check_run_paths(config)
+    check_python_targets(config)
+    smoke_python_models(config, progress)
+    store = ResultsStore(config.results_db).open()  # creates the schema now: a bad file fails here
     run_dir = config.work_dir / run_id
-    store = ResultsStore(config.results_db)
     outcome = RunOutcome(run_id, run_dir, config.results_db)
     for bridge in bridges:
         started = now_iso()

@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from bridges._errors import BenchbridgeError
 
@@ -16,6 +16,14 @@ if TYPE_CHECKING:
     from bridges._runner import RunOutcome
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Usage errors as the one line every other input error is (not argparse's usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"benchbridge: error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -43,10 +51,11 @@ def cmd_datasets_import(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_validate(args: argparse.Namespace) -> int:
-    from bridges.datasets import load_dataset
+    from bridges.datasets import load_dataset, load_samples_file
 
     for path in args.paths:
-        ds = load_dataset(path)
+        # A folder is a dataset; a file is its samples alone, of --kind or the kind its first line shows.
+        ds = load_samples_file(Path(path), args.kind) if Path(path).is_file() else load_dataset(path)
         subjects = ds.subjects()
         extra = f", {len(subjects)} subjects" if subjects else ""
         print(f"{path}: ok ({ds.name}: {len(ds.samples)} {ds.kind} samples{extra}, sha256 {ds.content_hash[:12]})")
@@ -188,7 +197,7 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="benchbridge",
         description="Run one dataset and one model definition through OpenCompass, OpenAI evals, "
         "AlpacaEval and lm-evaluation-harness, and merge the reports into one leaderboard.",
@@ -211,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--split", help="C-Eval split to import (default val; dev rows become few-shot examples)")
     imp.set_defaults(handler=cmd_datasets_import)
     val = ds_sub.add_parser("validate", help="check dataset folders; errors name file, line and key")
-    val.add_argument("paths", nargs="+")
+    val.add_argument("paths", nargs="+", help="dataset folders, or bare samples .jsonl files")
+    val.add_argument("--kind", choices=["mcq", "qa", "open"], help="kind of a bare samples file (default: from line 1)")
     val.set_defaults(handler=cmd_datasets_validate)
 
     prep = sub.add_parser("prepare", help="write each framework's native config and data, runnable by hand")
@@ -260,10 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else 2
     handler: Handler = args.handler
     try:
         return handler(args)
+    except KeyboardInterrupt:
+        print("benchbridge: error: interrupted (Ctrl-C); a rerun continues from what was stored", file=sys.stderr)
+        return 130
     except BenchbridgeError as exc:
         from bridges.secrets import mask
 

@@ -143,13 +143,25 @@ class ResultsStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._checked = False  # an existing file was found to be ours (see `_check_is_ours`)
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # synchronous=NORMAL is durable at every WAL checkpoint and never corrupts; a crash may lose only
-        # the last commit, which the run that crashed would not have finished anyway.
-        conn = connect_wal(self.path)
+    def _open(self) -> sqlite3.Connection:
+        """A connection with the schema in place; a path that is not (and cannot be) a results
+        database is a one-line error naming it, and nothing is written to it."""
+        if self.path.is_dir():
+            raise BenchbridgeError(f"{self.path}: is a folder, not a results database (e.g. runs/results.sqlite)")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BenchbridgeError(f"{self.path}: cannot create its folder ({exc.strerror or exc})") from None
+        if not self._checked and self.path.is_file() and self.path.stat().st_size:
+            self._check_is_ours()  # read-only: switching a stranger's file to WAL would already change it
+        try:
+            # synchronous=NORMAL is durable at every WAL checkpoint and never corrupts; a crash may lose
+            # only the last commit, which the run that crashed would not have finished anyway.
+            conn = connect_wal(self.path)
+        except sqlite3.DatabaseError as exc:
+            raise self._not_a_store(exc) from None
         try:
             if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
                 conn.execute("BEGIN IMMEDIATE")
@@ -162,9 +174,52 @@ class ResultsStore:
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise self._not_a_store(exc) from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _check_is_ours(self) -> None:
+        """An existing file is SQLite and holds no tables but ours; opened read-only, so a wrong file is
+        left exactly as it was."""
+        try:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError as exc:
+            raise self._not_a_store(exc) from None
+        strangers = tables - {"runs", "records", "samples", "sqlite_sequence"}
+        if strangers:
+            raise BenchbridgeError(
+                f"{self.path}: an SQLite database of something else (tables {', '.join(sorted(strangers))}); "
+                "give a benchbridge results database or a new path"
+            )
+        self._checked = True
+
+    def _not_a_store(self, exc: sqlite3.DatabaseError) -> BenchbridgeError:
+        if "not a database" in str(exc) or "malformed" in str(exc):
+            return BenchbridgeError(
+                f"{self.path}: not an SQLite results database ({exc}); give a benchbridge results file or a new path"
+            )
+        return BenchbridgeError(f"{self.path}: cannot open the results database ({exc})")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = self._open()
+        try:
             yield conn
         finally:
             conn.close()
+
+    def open(self) -> ResultsStore:
+        """This store, opened once and its schema created: a bad path fails now, before a run starts."""
+        self._open().close()
+        return self
 
     def add_run(self, manifest: dict[str, Any], records: list[Record], samples: Sequence[Sample] = ()) -> int:
         """Stores one framework run, its records and its per-sample rows in one transaction; returns

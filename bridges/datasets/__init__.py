@@ -9,6 +9,7 @@ from bridges.datasets._format import (
     QaSample,
     Sample,
     load_dataset,
+    load_samples_file,
     read_samples,
 )
 from bridges.datasets._importers import IMPORTERS, import_dataset, import_source, importer
@@ -26,5 +27,6 @@ __all__ = [
     "import_source",
     "importer",
     "load_dataset",
+    "load_samples_file",
     "read_samples",
 ]

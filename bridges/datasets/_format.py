@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridges._errors import BenchbridgeError, where
+from bridges._files import MAX_NAME, loc_text, read_text, read_yaml
 
 Kind = Literal["mcq", "qa", "open"]
 LETTERS = string.ascii_uppercase
@@ -103,7 +104,7 @@ SAMPLE_TYPES: dict[str, type[BaseModel]] = {"mcq": McqSample, "qa": QaSample, "o
 
 
 class DatasetCard(_Strict):
-    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=MAX_NAME)]
     kind: Kind
     language: str = "en"
     description: str = ""
@@ -166,12 +167,7 @@ def _first_error(exc: ValidationError) -> str:
 
 def read_jsonl_objects(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; a bad line raises naming `file:line`."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise BenchbridgeError(f"{path}: file not found") from None
-    except UnicodeDecodeError as exc:
-        raise BenchbridgeError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    lines = read_text(path, "samples file").splitlines()  # a UTF-8 byte-order mark is dropped
     out = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
@@ -208,20 +204,41 @@ def read_samples(path: Path, kind: Kind) -> list[Sample]:
 
 
 def read_card(path: Path) -> DatasetCard:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not path.exists():
         raise BenchbridgeError(
             f"{path}: dataset card not found (a dataset folder holds {CARD_FILE} and {SAMPLES_FILE})"
-        ) from None
-    except yaml.YAMLError as exc:
-        raise BenchbridgeError(f"{path}: invalid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise BenchbridgeError(f"{path}: expected a mapping")
+        )
+    doc = read_yaml(path, "dataset card")
+    if not isinstance(doc.data, dict):
+        raise BenchbridgeError(f"{path}: expected a mapping (name, kind, language, ...)")
     try:
-        return DatasetCard.model_validate(raw)
+        return DatasetCard.model_validate(doc.data)
     except ValidationError as exc:
-        raise BenchbridgeError(f"{path}: {_first_error(exc)}") from None
+        err = exc.errors()[0]
+        raise BenchbridgeError(f"{doc.where(err['loc'])}: {loc_text(err['loc']) or '(card)'}: {err['msg']}") from None
+
+
+def _kind_of(path: Path, first: dict[str, Any]) -> Kind:
+    """A bare samples file's kind, from the keys of its first line."""
+    for key, kind in (("choices", "mcq"), ("messages", "qa"), ("instruction", "open")):
+        if key in first:
+            return kind  # type: ignore[return-value]
+    raise BenchbridgeError(
+        f"{path}: cannot tell the kind from line 1 (no choices, messages or instruction key); pass --kind mcq|qa|open"
+    )
+
+
+def load_samples_file(path: Path, kind: Kind | None = None) -> Dataset:
+    """A bare samples JSONL (no card) as a dataset named after the file, of `kind` or the kind its
+    first line shows; validated exactly as a dataset folder's samples are."""
+    objects = read_jsonl_objects(path)
+    if not objects:
+        raise BenchbridgeError(f"{path}: no samples")
+    kind = kind or _kind_of(path, objects[0][1])
+    samples = read_samples(path, kind)
+    name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in path.stem).strip("_.-")[:MAX_NAME] or "samples"
+    card = DatasetCard(name=name if name[0].isalnum() else f"d{name}", kind=kind)
+    return Dataset(card, samples, path.resolve(), hashlib.sha256(path.read_bytes()).hexdigest())
 
 
 def load_dataset(folder: str | os.PathLike[str]) -> Dataset:

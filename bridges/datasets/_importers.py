@@ -7,6 +7,7 @@ An importer is ``fn(source: Path, name: str, **options) -> Dataset``; register o
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bridges._errors import BenchbridgeError, where
+from bridges._files import MAX_NAME, read_text
 from bridges._registry import Registry
 from bridges.datasets._format import (
     LETTERS,
@@ -44,7 +46,7 @@ def import_source(fmt: str, source: str | Path, name: str | None = None, **optio
     source = Path(source)
     if not source.exists():
         raise BenchbridgeError(f"{source}: not found (the {fmt} importer reads it)")
-    name = name or re.sub(r"[^A-Za-z0-9_.-]+", "_", source.stem).strip("_.-") or "dataset"
+    name = name or re.sub(r"[^A-Za-z0-9_.-]+", "_", source.stem).strip("_.-")[:MAX_NAME] or "dataset"
     return IMPORTERS.get(fmt, key="--from")(source, name, **options)
 
 
@@ -73,9 +75,18 @@ def _validated(model: type, raw: dict[str, Any], path: Path, line: int) -> Any:
 
 
 def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh)
-        return [(i, row) for i, row in enumerate(reader, start=2)]
+    text = read_text(path, "CSV file")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        rows = [(reader.line_num, row) for row in reader]
+    except csv.Error as exc:
+        raise BenchbridgeError(f"{where(path, reader.line_num)}: invalid CSV: {exc}") from None
+    for line, row in rows:
+        if None in row:  # DictReader files surplus cells under the key None
+            raise BenchbridgeError(
+                f"{where(path, line)}: {len(row) - 1 + len(row[None])} cells but the header names {len(row) - 1}"
+            )
+    return rows
 
 
 def _choice_columns(header: list[str]) -> list[str]:
@@ -184,7 +195,7 @@ def import_openai_evals_samples(source: Path, name: str, **options: Any) -> Data
 def import_alpaca_eval(source: Path, name: str, **options: Any) -> Dataset:
     """AlpacaEval JSON: a list of ``{"instruction", "input"?, "output"?}``."""
     try:
-        data = json.loads(source.read_text(encoding="utf-8"))
+        data = json.loads(read_text(source, "AlpacaEval JSON file"))
     except json.JSONDecodeError as exc:
         raise BenchbridgeError(f"{where(source, exc.lineno)}: invalid JSON: {exc.msg}") from None
     if not isinstance(data, list):
@@ -203,7 +214,10 @@ def import_text(source: Path, name: str, **options: Any) -> Dataset:
     """Plain text, one instruction per line. Empty lines and duplicates are errors, not skipped."""
     samples: list[Sample] = []
     seen: dict[str, int] = {}
-    for line, text in enumerate(source.read_text(encoding="utf-8").splitlines(), start=1):
+    lines = read_text(source, "text file").splitlines()  # a byte-order mark is dropped, not kept in line 1
+    while lines and not lines[-1].strip():
+        lines.pop()  # blank lines at the very end are an editor's habit, not a missing instruction
+    for line, text in enumerate(lines, start=1):
         if not text.strip():
             raise BenchbridgeError(f"{where(source, line)}: empty line (one instruction per line)")
         if text in seen:

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bridges._errors import BenchbridgeError, where
+from bridges._errors import BenchbridgeError
+from bridges._files import read_yaml
 from bridges.datasets._format import Dataset
 
 
@@ -36,11 +35,7 @@ def _load_entries(folder: Path) -> dict[str, tuple[Path, Any]]:
     if not folder.is_dir():
         return entries
     for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            line = exc.problem_mark.line + 1 if getattr(exc, "problem_mark", None) else None
-            raise BenchbridgeError(f"{where(path, line)}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+        data = read_yaml(path, "registry file").data
         if data is None:
             continue
         if not isinstance(data, dict):
@@ -93,6 +88,12 @@ def registry_uses(root: Path) -> list[SamplesUse]:
         if not isinstance(rel, str):
             raise BenchbridgeError(f"{path}: {name}.args.samples_jsonl: expected a path, got {rel!r}")
         samples = Path(rel) if Path(rel).is_absolute() else root / "data" / rel
+        # A registry is often someone else's: it may name only files inside itself.
+        if not samples.resolve().is_relative_to(root.resolve()):
+            raise BenchbridgeError(
+                f"{path}: {name}.args.samples_jsonl: {rel} is outside the registry {root}; "
+                "copy the file under its data/ folder"
+            )
         if not samples.is_file():
             raise BenchbridgeError(
                 f"{path}: {name}.args.samples_jsonl: {rel} not found (looked for {samples}; "

@@ -61,17 +61,48 @@ def fingerprint(spec: PythonSpec) -> str:
     return h.hexdigest()[:16]
 
 
+def resolve_target(spec: PythonSpec, key: str) -> Any:
+    """The spec's callable or class (its `imports` imported first); a one-line error naming `key` when
+    it does not import or is not callable. Imports the user's module, so its top level runs."""
+    try:
+        for module in spec.imports:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise BenchbridgeError(f"imports: cannot import {module!r}: {exc}") from None
+        obj = import_target(spec.target) if ":" in spec.target else PYTHON_MODELS.get(spec.target)
+    except BenchbridgeError as exc:
+        raise BenchbridgeError(f"{key}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - the user's module raised while importing: report it, one line
+        raise BenchbridgeError(f"{key}: importing {spec.target!r} raised {type(exc).__name__}: {exc}") from None
+    if not callable(obj):
+        raise BenchbridgeError(f"{key}: {spec.target!r} is a {type(obj).__name__}, not a callable or class")
+    return obj
+
+
+def smoke_main() -> None:
+    """`python -c 'from bridges.models._python import smoke_main; smoke_main()'` with a PythonSpec
+    as JSON on stdin: builds the model and asks it one short prompt, outside the response cache.
+    Exit 0 when it answered with a string; else the cause on the last line and exit 1."""
+    import sys
+
+    spec = PythonSpec.model_validate_json(sys.stdin.read())
+    try:
+        answers = PythonBackend(spec).generate([ChatRequest((("user", "Reply with OK."),), max_new_tokens=8)])
+        if len(answers) != 1:
+            raise BenchbridgeError(f"{spec.target} returned {len(answers)} answers for 1 prompt")
+    except BaseException as exc:  # noqa: BLE001 - a child process whose one job is to report what the model did
+        message = " ".join(str(exc).split())
+        print(f"{type(exc).__name__}: {message}" if not isinstance(exc, BenchbridgeError) else message)
+        sys.exit(1)
+
+
 class PythonBackend:
     batched = True
 
     def __init__(self, spec: PythonSpec) -> None:
         self.spec = spec
-        for module in spec.imports:
-            importlib.import_module(module)
-        if ":" in spec.target:
-            obj = import_target(spec.target)
-        else:
-            obj = PYTHON_MODELS.get(spec.target, key=f"model {spec.name}: target")
+        obj = resolve_target(spec, f"model {spec.name}: target")
         if inspect.isclass(obj):
             obj = obj(**resolve_env_refs(spec.args, f"model {spec.name}: args"))
         elif spec.args:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridges._errors import BenchbridgeError
+from bridges._files import MAX_NAME
 from bridges._registry import Registry
 
 
@@ -50,7 +51,7 @@ class Limits(_Strict):
 class ModelSpec(_Strict):
     """Fields every model kind has."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@+-]*$")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@+-]*$", max_length=MAX_NAME)
     kind: str
     system_prompt: str | None = None
     generation: Generation = Field(default_factory=Generation)
