@@ -53,7 +53,7 @@ from bridges._records import Record
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
-from bridges.secrets import mask, referenced_env, scrub_tree, spec_secret_names
+from bridges.secrets import dotenv_values, mask, referenced_env, scrub_tree, spec_secret_names
 
 PREFIX = "bb_"
 TASKS_DIR = "tasks"
@@ -568,7 +568,7 @@ class LMEvalBridge(Bridge):
             env.setdefault(name, "1")  # offline: a missing file fails at once instead of retrying the hub
         env.setdefault("USE_TF", "0")
         for target, source in native.env.items():
-            value = os.environ.get(source) or _dotenv(source)
+            value = os.environ.get(source) or dotenv_values().get(source)
             if value:
                 env[target] = value
         env.update(native.env_values)
@@ -778,11 +778,3 @@ def _write_text(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _dotenv(name: str) -> str | None:
-    if not Path(".env").is_file():
-        return None
-    from dotenv import dotenv_values
-
-    return dotenv_values(".env").get(name)
