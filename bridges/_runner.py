@@ -21,6 +21,7 @@ from bridges._files import check_dir_writable
 from bridges._records import Record, failure, now_iso
 from bridges.frameworks import FRAMEWORKS, Bridge, RunContext
 from bridges.models import CacheReport, cache_report, configure_cache
+from bridges.secrets import scrub_tree, spec_secret_names
 
 KEY_PACKAGES = ("benchbridge", "torch", "transformers", "datasets", "numpy", "pandas")
 
@@ -113,6 +114,8 @@ def prepare(config: LoadedConfig, out: Path, only: list[str] | None = None) -> d
         for bridge in bridges:
             paths = bridge.prepare(tmp / bridge.name)
             relocate(paths, tmp, out)
+            # A secret interpolated into a spec (a system prompt, a URL) is masked: artifacts hold names, not values.
+            scrub_tree(tmp / bridge.name, spec_secret_names(config.models))
             written[bridge.name] = [out / p.relative_to(tmp) for p in paths]
         frameworks = sorted(owned | set(written))
         marker = {"written_by": "benchbridge prepare", "config": str(config.path), "frameworks": frameworks}

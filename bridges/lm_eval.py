@@ -609,8 +609,6 @@ class LMEvalBridge(Bridge):
                     status["returncode"] = None
                     status["error"] = f"lm-eval did not finish within timeout_s={self.options.timeout_s}"
         (results / STATUS_FILE).write_text(json.dumps(status), encoding="utf-8")
-        # lm-eval's log (and its samples) may quote a key, e.g. an upstream's 401 echoing the header.
-        scrub_tree(results, spec_secret_names(self.config.models))
 
     @contextmanager
     def _served_openai_models(self) -> Iterator[None]:
@@ -634,17 +632,21 @@ class LMEvalBridge(Bridge):
 
     def run(self, out_dir: Path) -> list[Record]:
         out_dir = Path(out_dir).resolve()
-        with self._served_openai_models():
-            self.prepare(out_dir)
-            for spec in self.config.models:
-                self.ctx.progress(f"[lm_eval] {spec.name}: {', '.join(self.tasks_for(spec.name))}")
-                started = time.monotonic()
-                self._run_model(out_dir, spec)
-                status = _read_json(self.results_dir(out_dir, spec.name) / STATUS_FILE, {})
-                outcome = (
-                    "ok" if status.get("returncode") == 0 else f"failed (log: {self.results_dir(out_dir, spec.name)})"
-                )
-                self.ctx.progress(f"[lm_eval] {spec.name}: {outcome} in {time.monotonic() - started:.1f}s")
+        try:
+            with self._served_openai_models():
+                self.prepare(out_dir)
+                for spec in self.config.models:
+                    self.ctx.progress(f"[lm_eval] {spec.name}: {', '.join(self.tasks_for(spec.name))}")
+                    started = time.monotonic()
+                    self._run_model(out_dir, spec)
+                    status = _read_json(self.results_dir(out_dir, spec.name) / STATUS_FILE, {})
+                    ok = status.get("returncode") == 0
+                    outcome = "ok" if ok else f"failed (log: {self.results_dir(out_dir, spec.name)})"
+                    self.ctx.progress(f"[lm_eval] {spec.name}: {outcome} in {time.monotonic() - started:.1f}s")
+        finally:
+            # lm-eval's logs and samples may quote a key (an upstream's 401 echoing the header), and the jobs
+            # hold the specs as the child needed them: masked once lm-eval has ended, before reading excerpts.
+            scrub_tree(out_dir, spec_secret_names(self.config.models))
         return self.collect(out_dir)
 
     # ---------------------------------------------------------------- collect

@@ -137,6 +137,8 @@ def write_config(tmp_path: Path, base_url: str) -> Path:
                 "model": "gpt-4o-mini",
                 "base_url": base_url,
                 "api_key_env": "OPENAI_API_KEY",
+                # Interpolated outside python args (a value, not a reference): masked wherever written.
+                "system_prompt": "You serve account ${MY_SECRET_TOKEN}.",
                 "limits": {"max_retries": 0, "backoff_s": 0.01},
             },
         ],
