@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bridges._errors import BenchbridgeError
 from bridges._records import Record
-from leaderboards.store import ResultsStore, latest_per_cell
+from leaderboards.stats import Z95, Interval, Paired, RankRange, paired, rank_ranges, sample_interval, stderr_interval
+from leaderboards.store import ResultsStore, SampleScores, latest_per_cell
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,6 +41,9 @@ if TYPE_CHECKING:
 
     from bridges._config import LoadedConfig
 
+RANK_RANGE = "rank range"
+VERSUS_NEXT = "vs next"
+CI_SUFFIX = "95% CI"
 ALL_BENCHMARKS = "*"  # benchmark of the failure record the runner writes when a framework fails as a whole
 CellStatus = Literal["ok", "failed", "missing", "invalid"]
 NO_VALUE = "—"
@@ -129,6 +133,25 @@ class Cell:
     n_invalid: int = 0  # grades the judge gave that matched no choice (or judgements not parsed)
     n_graded: int | None = None  # grades given in all, when known
     role: str | None = None  # "judge" / "reference": why a model that was no contestant here has no value
+    interval: Interval | None = None  # the 95% interval (0-1), from the framework's stderr or the samples
+    scores: dict[str, float] = field(default_factory=dict, repr=False)  # sample id -> 0-1 score, when stored
+    groups: dict[str, str | None] = field(default_factory=dict, repr=False)  # sample id -> cluster key
+
+    @property
+    def n(self) -> int | None:
+        """Samples behind the value: stored samples, else the count the framework reported."""
+        return len(self.scores) if self.scores else self.n_samples
+
+    @property
+    def ci_text(self) -> str:
+        """`[31.23, 68.77] n=8` (the 95% interval on 0-100), `n=8` without one, empty when nothing is known."""
+        if self.status != "ok":
+            return ""
+        n = f"n={self.n}" if self.n else ""
+        if self.interval is None:
+            return n
+        low, high = self.interval.scaled()
+        return f"[{fmt(low)}, {fmt(high)}] {n}".strip()
 
     @property
     def text(self) -> str:
@@ -165,6 +188,12 @@ class Row:
     covered: int  # averaged columns with a result
     expected: int  # averaged columns
     rank: int | None = None
+    rank_range: RankRange | None = None  # where the row cannot be told apart from its neighbours at 95%
+    versus_next: str = ""  # the comparison with the next ranked row, and how many samples it rests on
+
+    @property
+    def rank_range_text(self) -> str:
+        return self.rank_range.text if self.rank_range else self.rank_text
 
     @property
     def complete(self) -> bool:
@@ -188,6 +217,7 @@ class Board:
     records: list[Record]  # every record the board was built from (the history)
     runs: list[dict[str, Any]] = field(default_factory=list)  # run manifests, when read from a store
     store_dir: Path | None = None  # the results store's folder: published paths are named relative to it
+    _manifests: dict[tuple[Any, Any], dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def column(self, column_id: str) -> Column:
         for c in self.columns:
@@ -216,10 +246,11 @@ class Board:
         """The run manifest a record was stored with (None for records given directly)."""
         if record is None:
             return None
-        for m in self.runs:
-            if m.get("run_id") == record.run_id and m.get("framework") == record.framework:
-                return m
-        return None
+        if len(self._manifests) != len(self.runs):  # built once (a scan per cell was quadratic)
+            self._manifests.clear()
+            for m in self.runs:
+                self._manifests.setdefault((m.get("run_id"), m.get("framework")), m)
+        return self._manifests.get((record.run_id, record.framework))
 
     def cells(self) -> Iterable[Cell]:
         for row in self.rows:
@@ -227,12 +258,31 @@ class Board:
                 yield row.cells[column.id]
 
     def header(self) -> list[str]:
-        return ["rank", "model", "average", "coverage", *(c.id for c in self.columns)]
+        return [
+            "rank",
+            "model",
+            "average",
+            "coverage",
+            *(c.id for c in self.columns),
+            RANK_RANGE,
+            VERSUS_NEXT,
+            *(f"{c.id} {CI_SUFFIX}" for c in self.columns),
+        ]
 
     def table(self) -> list[list[str]]:
-        """The board as text rows under `header()`: exactly what every output shows."""
+        """The board as text rows under `header()`: exactly what every output shows. After the columns'
+        values: the rank range, the comparison with the next row, and each value's 95% interval and n."""
         return [
-            [row.rank_text, row.model, fmt(row.average), row.coverage, *(row.cells[c.id].text for c in self.columns)]
+            [
+                row.rank_text,
+                row.model,
+                fmt(row.average),
+                row.coverage,
+                *(row.cells[c.id].text for c in self.columns),
+                row.rank_range_text,
+                row.versus_next,
+                *(row.cells[c.id].ci_text for c in self.columns),
+            ]
             for row in self.rows
         ]
 
@@ -274,7 +324,10 @@ class Board:
             "value": r.value if r and not cell.parts else None,
             "scale": r.scale if r else None,
             "stderr": r.stderr if r and not cell.parts else None,
-            "n_samples": cell.n_samples,
+            "n_samples": cell.n,
+            "ci_low": cell.interval.scaled()[0] if cell.interval else None,
+            "ci_high": cell.interval.scaled()[1] if cell.interval else None,
+            "ci_method": cell.interval.method if cell.interval else None,
             "subsets": ", ".join(p.subset for p in cell.parts) or None,
             "reason": cell.reason,
             "run_id": r.run_id if r else None,
@@ -483,6 +536,7 @@ def build_board(
     all_metrics: bool = False,
     title: str = "benchbridge leaderboard",
     average_key: str = "average_over",
+    samples: Iterable[SampleScores] = (),
 ) -> Board:
     """Models x columns from records (any order; history included: the latest success per cell wins).
 
@@ -507,13 +561,24 @@ def build_board(
     role_of = roles(records)
     helpers = {m for by_model in role_of.values() for m in by_model}
     names = list(dict.fromkeys([*(m for m in models if m in contestants or m not in helpers), *sorted(contestants)]))
-    covered = [(f, {c.id for c in _covered(columns, f)}) for f in failures]
+    # Grouped once, looked up per cell: scanning every record for every cell made a board of 500
+    # models x 40 columns take 76 s (quadratic in the records).
+    ok_by_cell: dict[tuple[str, str], list[Record]] = {}
+    for r in shown:
+        ok_by_cell.setdefault((r.model, _column_of(r, subsets).id), []).append(r)
+    of_framework: dict[str, list[Column]] = {}
+    for c in columns:
+        of_framework.setdefault(c.framework, []).append(c)
+    failed_by_cell: dict[tuple[str, str], list[Record]] = {}
+    for f in failures:
+        for c in _covered(of_framework.get(f.framework, []), f):
+            failed_by_cell.setdefault((f.model, c.id), []).append(f)
     table: dict[str, dict[str, Cell]] = {}
     for model in names:
         cells = {}
         for column in columns:
-            ok = [r for r in shown if r.model == model and _column_of(r, subsets).id == column.id]
-            failed = [f for f, ids in covered if f.model == model and column.id in ids]
+            ok = ok_by_cell.get((model, column.id), [])
+            failed = failed_by_cell.get((model, column.id), [])
             cell = cells[column.id] = _cell(model, column, ok, failed, subsets)
             role = role_of.get(column.framework, {}).get(model)
             if role and cell.status == "missing":
@@ -530,7 +595,109 @@ def build_board(
         values = [g for g in (cells[i].goodness for i in averaged if cells[i].status == "ok") if g is not None]
         average = sum(values) / len(values) if values else None
         rows.append(Row(model, cells, average, len(values), len(averaged)))
-    return Board(title, columns, _rank(rows), averaged, records, list(runs))
+    board = Board(title, columns, _rank(rows), averaged, records, list(runs))
+    add_statistics(board, samples)
+    return board
+
+
+SampleKey = tuple[str, str, str, str, str]  # run_id, model, framework, benchmark, subset
+
+
+def sample_key(record: Record) -> SampleKey:
+    return (record.run_id, record.model, record.framework, record.benchmark, record.subset)
+
+
+def shown_records(cell: Cell) -> list[Record]:
+    """The records whose samples stand behind a cell's value (the folded subsets' records, or its one)."""
+    if cell.status != "ok" or cell.record is None:
+        return []
+    return list(cell.parts) if cell.parts else [cell.record]
+
+
+def add_statistics(board: Board, samples: Iterable[SampleScores] = ()) -> None:
+    """Each ok cell's samples (those of the run that wrote its value), n and 95% interval; each ranked
+    row's rank range and its comparison with the next row (see `leaderboards.stats`)."""
+    by_key: dict[SampleKey, list[SampleScores]] = {}
+    for s in samples:
+        by_key.setdefault((s.run_id, s.model, s.framework, s.benchmark, s.subset), []).append(s)
+    for cell in board.cells():
+        records = shown_records(cell)
+        for record in records:
+            for s in by_key.get(sample_key(record), ()):
+                value = s.scores.get(cell.column.metric)
+                if value is not None:
+                    sid = f"{record.subset}/{s.sample_id}" if cell.parts else s.sample_id
+                    cell.scores[sid] = float(value)
+                    cell.groups[sid] = s.group or (record.subset or None if cell.parts else None)
+        record = cell.record
+        if records and not cell.parts and record is not None and record.stderr is not None and record.value is not None:
+            cell.interval = stderr_interval(record.value / record.scale, record.stderr / record.scale, cell.n)
+        elif cell.scores:
+            cell.interval = sample_interval(list(cell.scores.values()), list(cell.groups.values()))
+    _rank_ranges(board)
+
+
+def _goodness_se(cell: Cell) -> float | None:
+    return None if cell.interval is None or cell.interval.se is None else cell.interval.se * 100.0
+
+
+def compare(board: Board, a: Row, b: Row) -> tuple[float, float, int, Paired | None] | None:
+    """a's average minus b's (0-100, higher-is-better), its standard error and the samples the paired
+    parts rest on; None when some averaged cell has no uncertainty known. With one averaged column, the
+    column's paired comparison too (for its exact McNemar test)."""
+    if a.average is None or b.average is None or not board.average_over:
+        return None
+    total = 0.0
+    shared = 0
+    only: Paired | None = None
+    for column_id in board.average_over:
+        x, y = a.cells[column_id], b.cells[column_id]
+        pair = paired(x.scores, y.scores, x.groups) if x.scores and y.scores else None
+        if pair is not None:
+            total += (pair.se * 100.0) ** 2
+            shared += pair.n_shared
+            only = pair
+            continue
+        se_x, se_y = _goodness_se(x), _goodness_se(y)
+        if se_x is None or se_y is None:
+            return None
+        total += se_x**2 + se_y**2
+    k = len(board.average_over)
+    return a.average - b.average, total**0.5 / k, shared, only if k == 1 else None
+
+
+def _better(board: Board, a: Row, b: Row) -> bool | None:
+    found = compare(board, a, b)
+    if found is None:
+        return None
+    diff, se, _, pair = found
+    if pair is not None and pair.p_mcnemar is not None:
+        return diff > 0 and pair.p_mcnemar < 0.05
+    return diff > Z95 * se
+
+
+def _rank_ranges(board: Board) -> None:
+    ranked = [r for r in board.rows if r.rank is not None]
+    by_model = {r.model: r for r in ranked}
+    memo: dict[tuple[str, str], bool | None] = {}
+
+    def better(x: str, y: str) -> bool | None:
+        if (x, y) not in memo:
+            memo[(x, y)] = _better(board, by_model[x], by_model[y])
+        return memo[(x, y)]
+
+    for model, found in rank_ranges([r.model for r in ranked], better).items():
+        by_model[model].rank_range = found
+    for row, below in zip(ranked, ranked[1:], strict=False):
+        found = compare(board, row, below)
+        if found is None:
+            continue
+        diff, se, shared, pair = found
+        text = f"vs {below.model}: {diff:+.2f} ± {Z95 * se:.2f}"
+        text += f", {shared} shared samples" if shared else ", unpaired"
+        if pair is not None and pair.p_mcnemar is not None:
+            text += f", McNemar p={pair.p_mcnemar:.3g}"
+        row.versus_next = text
 
 
 def open_board(
@@ -544,6 +711,8 @@ def open_board(
         store = source if isinstance(source, ResultsStore) else ResultsStore(Path(source))
         store.require()
         board = build_board(store.records(config_name), runs=store.runs(config_name=config_name), **options)
+        run_ids = {r.run_id for cell in board.cells() for r in shown_records(cell)}
+        add_statistics(board, store.sample_scores(run_ids))  # only the samples of the values shown
         board.store_dir = store.path.resolve().parent
         return board
     return build_board(source, **options)

@@ -90,6 +90,7 @@ CREATE TABLE IF NOT EXISTS samples (
 CREATE INDEX IF NOT EXISTS records_cell ON records(model, framework, benchmark, metric);
 CREATE INDEX IF NOT EXISTS samples_cell ON samples(model, framework, benchmark, subset, run_id);
 CREATE INDEX IF NOT EXISTS samples_run ON samples(run_row);
+CREATE INDEX IF NOT EXISTS samples_run_id ON samples(run_id);
 CREATE INDEX IF NOT EXISTS records_run ON records(run_row);
 CREATE INDEX IF NOT EXISTS runs_run_id ON runs(run_id);
 """
@@ -354,16 +355,20 @@ class ResultsStore:
         filters = {"model": model, "framework": framework, "benchmark": benchmark, "subset": subset, "run_id": run_id}
         return [Sample.model_validate_json(text) for text in self._select("SELECT sample FROM samples", filters, "id")]
 
-    def sample_scores(self) -> list[SampleScores]:
-        """Every stored sample's scores alone (no prompts or outputs): what the statistics read, one
-        small row each, so that a board over many samples stays fast."""
+    def sample_scores(self, run_ids: Iterable[str] | None = None) -> list[SampleScores]:
+        """Stored samples' scores alone (no prompts or outputs), of the given runs (default all): what
+        the statistics read, one small row each, so that a board over many samples stays fast."""
         if not self.path.exists():
             return []
+        query = "SELECT run_id, model, framework, benchmark, subset, sample_id, grp, invalid, scores FROM samples"
         with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT run_id, model, framework, benchmark, subset, sample_id, grp, invalid, scores FROM samples"
-                " ORDER BY id"
-            ).fetchall()
+            if run_ids is None:
+                rows = conn.execute(query + " ORDER BY id").fetchall()
+            else:
+                wanted = sorted(set(run_ids))
+                rows = conn.execute(
+                    query + " WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY id", (json.dumps(wanted),)
+                ).fetchall()
         return [SampleScores(*row[:6], row[6], bool(row[7]), json.loads(row[8])) for row in rows]
 
     def runs(

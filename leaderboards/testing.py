@@ -368,3 +368,62 @@ def sample_store(path: str | Path) -> ResultsStore:
     for manifest, records in sample_runs():
         store.add_run(manifest, records, samples=sample_samples(records))
     return store
+
+
+FRAMEWORK_CYCLE = ("opencompass", "lm_eval", "openai_evals", "alpaca_eval")
+
+
+def zoo_store(
+    path: str | Path, *, models: int, columns: int, reruns: int = 2, samples_per_cell: int = 0, seed: int = 0
+) -> ResultsStore:
+    """A model zoo's store: `models` x `columns` (benchmark b0.. scored by the four frameworks in turn)
+    x `reruns`, one framework run per rerun and framework, with `samples_per_cell` 0/1 samples behind
+    each record (its value is their mean). For the scale benchmark and its functional test."""
+    import random
+
+    rng = random.Random(seed)
+    store = ResultsStore(path)
+    names = [f"model-{i:04d}" for i in range(models)]
+    for rerun in range(reruns):
+        run_id = f"2026112{rerun % 10}-0{rerun // 10}0000-zoo{rerun:03d}"
+        time = f"2026-11-2{rerun % 10}T0{rerun // 10}:00:00+00:00"
+        for f, framework in enumerate(FRAMEWORK_CYCLE):
+            records: list[Record] = []
+            samples: list[Sample] = []
+            for c in range(f, columns, len(FRAMEWORK_CYCLE)):
+                benchmark = f"bench{c:03d}"
+                for m, model in enumerate(names):
+                    skill = 0.2 + 0.6 * (models - m) / models  # earlier models are better, by a little
+                    n = samples_per_cell or 100
+                    right = [rng.random() < skill for _ in range(n)]
+                    value = sum(right) / n
+                    record = Record(
+                        run_id=run_id,
+                        model=model,
+                        framework=framework,
+                        framework_version=VERSIONS[framework],
+                        benchmark=benchmark,
+                        metric="accuracy",
+                        value=value,
+                        primary=True,
+                        n_samples=n,
+                        time=time,
+                    )
+                    records.append(record)
+                    samples += [
+                        Sample(
+                            run_id=run_id,
+                            model=model,
+                            framework=framework,
+                            benchmark=benchmark,
+                            sample_id=f"{benchmark}-{i}",
+                            prompt=f"Question {i} of {benchmark}?\nAnswer:",
+                            output=" yes" if ok else " no",
+                            extracted="yes" if ok else "no",
+                            references=["yes"],
+                            scores={"accuracy": float(ok)},
+                        )
+                        for i, ok in enumerate(right[:samples_per_cell])
+                    ]
+            store.add_run(manifest_for(run_id, framework, records), records, samples=samples)
+    return store
