@@ -217,6 +217,7 @@ class Board:
     records: list[Record]  # every record the board was built from (the history)
     runs: list[dict[str, Any]] = field(default_factory=list)  # run manifests, when read from a store
     store_dir: Path | None = None  # the results store's folder: published paths are named relative to it
+    store: ResultsStore | None = None  # the store it was read from: the samples behind its cells
     _manifests: dict[tuple[Any, Any], dict[str, Any]] = field(default_factory=dict, repr=False)
 
     def column(self, column_id: str) -> Column:
@@ -714,6 +715,7 @@ def open_board(
         run_ids = {r.run_id for cell in board.cells() for r in shown_records(cell)}
         add_statistics(board, store.sample_scores(run_ids))  # only the samples of the values shown
         board.store_dir = store.path.resolve().parent
+        board.store = store
         return board
     return build_board(source, **options)
 

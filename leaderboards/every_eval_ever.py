@@ -1,8 +1,15 @@
-"""Every Eval Ever export: one JSON per evaluation run (run id x framework x model), schema 0.3.0.
+"""Every Eval Ever export: one JSON per evaluation run (run id x framework x model), schema 0.3.0,
+and beside it the run's stored samples as instance-level JSONL (one line per sample and metric).
 
 Every stored record of the run is exported (the history, not only what the board shows); a
 failed record has no score, so it is counted and quoted in `eval_library.additional_details`
-instead. Each document is validated against the bundled schema (`schemas/SOURCE.md`).
+instead. Each document and line is validated against the bundled schemas (`schemas/SOURCE.md`).
+
+Validation is exact but shared: what the schemas constrain is the keys, the JSON types, and the
+values of a few properties (enums, consts, patterns, bounds), so a document whose "shape" (those,
+with every other string or number replaced by its type) was already found valid is valid too. A
+board of 500 models x 40 columns has 4,000 documents of a handful of shapes: validating each with
+jsonschema took 40 s.
 """
 
 from __future__ import annotations
@@ -19,6 +26,14 @@ from bridges._records import Record
 from leaderboards.board import Board, all_invalid, invalid_counts
 
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "every_eval_ever.eval.schema.json"
+INSTANCE_SCHEMA_FILE = Path(__file__).parent / "schemas" / "every_eval_ever.instance_level_eval.schema.json"
+# How each framework turns an output into the answer it scores (EEE's answer_attribution.extraction_method)
+EXTRACTION = {
+    "opencompass": "opencompass postprocessor",
+    "lm_eval": "lm-eval filters",
+    "openai_evals": "evals match",
+    "alpaca_eval": "llm_judge",
+}
 SCHEMA_VERSION = "0.3.0"
 # (deployment_type, model_availability, inference_platform) per model kind
 KIND_INFO = {
@@ -31,18 +46,63 @@ _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @functools.cache
-def schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
+def schema(path: Path = SCHEMA_FILE) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
 
 
-def validate(document: dict[str, Any], name: str = "document") -> None:
-    """Raises ValueError naming the first place where `document` breaks the schema."""
+@functools.cache
+def _validator(path: Path) -> Any:
     from jsonschema import Draft7Validator
 
-    errors = sorted(Draft7Validator(schema()).iter_errors(document), key=lambda e: list(e.absolute_path))
+    return Draft7Validator(schema(path))
+
+
+@functools.cache
+def _valued(path: Path) -> frozenset[str]:
+    """Property names whose values a schema constrains beyond their type (enum, const, pattern, bounds)."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, sub in (node.get("properties") or {}).items():
+                if isinstance(sub, dict) and {"enum", "const", "pattern", "minimum", "maximum"} & set(sub):
+                    names.add(key)
+            for sub in node.values():
+                walk(sub)
+        elif isinstance(node, list):
+            for sub in node:
+                walk(sub)
+
+    walk(schema(path))
+    return frozenset(names)
+
+
+def _shape(value: Any, valued: frozenset[str], key: str = "") -> Any:
+    """What the schema can tell apart in `value` (see the module docstring); lists keep their distinct
+    item shapes and whether they are empty, one or more (minItems)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _shape(v, valued, k)) for k, v in value.items()))
+    if isinstance(value, list):
+        return ("[]", min(len(value), 2), tuple(sorted({repr(_shape(v, valued, key)) for v in value})))
+    if key in valued or isinstance(value, bool) or value is None:
+        return (type(value).__name__, value)
+    return type(value).__name__
+
+
+_VALID_SHAPES: dict[Path, set[Any]] = {}
+
+
+def validate(document: dict[str, Any], name: str = "document", schema_file: Path = SCHEMA_FILE) -> None:
+    """Raises ValueError naming the first place where `document` breaks the schema."""
+    shape = _shape(document, _valued(schema_file))
+    known = _VALID_SHAPES.setdefault(schema_file, set())
+    if shape in known:
+        return
+    errors = sorted(_validator(schema_file).iter_errors(document), key=lambda e: list(e.absolute_path))
     if errors:
         where = "/".join(str(p) for p in errors[0].absolute_path) or "(top)"
         raise ValueError(f"{name}: Every Eval Ever schema: {where}: {errors[0].message}")
+    known.add(shape)
 
 
 def _strings(mapping: dict[str, Any]) -> dict[str, str]:
@@ -138,7 +198,7 @@ def _result(record: Record, manifest: dict[str, Any]) -> dict[str, Any]:
     if uncertainty:
         score["uncertainty"] = uncertainty
     return {
-        "evaluation_result_id": f"{name}/{record.metric}" + (f"@{record.judge}" if record.judge else ""),
+        "evaluation_result_id": _result_id(record.benchmark, record.subset, record.metric, record.judge),
         "evaluation_name": name,
         "source_data": _source_data(record.benchmark, card, (manifest.get("datasets") or {}).get(record.benchmark)),
         "evaluation_timestamp": record.time,
@@ -158,6 +218,84 @@ def _invalid(record: Record) -> str | None:
 
 def _spec(manifest: dict[str, Any], name: str) -> dict[str, Any] | None:
     return next((m for m in manifest.get("models") or [] if m.get("name") == name), None)
+
+
+def _result_id(benchmark: str, subset: str, metric: str, judge: str | None) -> str:
+    name = f"{benchmark}:{subset}" if subset else benchmark
+    return f"{name}/{metric}" + (f"@{judge}" if judge else "")
+
+
+def instance_rows(document: dict[str, Any], records: list[Record], samples: list[dict[str, Any]]) -> list[str]:
+    """The instance-level JSONL lines of one aggregate document: one per stored sample and per metric
+    of it that the run's records report (their `evaluation_result_id`), each validated."""
+    judges = {(r.benchmark, r.subset, r.metric): r.judge for r in records if r.status == "ok"}
+    lines = []
+    for s in samples:
+        subset = s.get("subset", "")
+        messages = s.get("messages")
+        raw = s.get("prompt")
+        if raw is None:
+            raw = "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in messages or [])
+        references = [str(r) for r in s.get("references") or []]
+        judge = s.get("judge") or {}
+        metadata = _strings(
+            {
+                "framework": s["framework"],
+                "run_id": s["run_id"],
+                "group": s.get("group"),
+                "invalid": "true" if s.get("invalid") else None,
+                "messages": messages,
+                "judge_model": judge.get("model"),
+                "judge_verdict": judge.get("verdict"),
+                "judge_reasoning": judge.get("reasoning"),
+            }
+        )
+        for metric, score in (s.get("scores") or {}).items():
+            key = (s["benchmark"], subset, metric)
+            if score is None or key not in judges:
+                continue
+            row = {
+                "schema_version": SCHEMA_VERSION,
+                "evaluation_id": document["evaluation_id"],
+                "model_id": document["model_info"]["id"],
+                "evaluation_name": f"{s['benchmark']}:{subset}" if subset else s["benchmark"],
+                "evaluation_result_id": _result_id(s["benchmark"], subset, metric, judges[key]),
+                "sample_id": str(s["sample_id"]),
+                "sample_hash": hashlib.sha256((raw + "\0" + "\0".join(references)).encode()).hexdigest(),
+                "interaction_type": "single_turn",
+                "input": {
+                    "raw": raw,
+                    "formatted": s.get("prompt"),
+                    "reference": references,
+                    "choices": s.get("choices"),
+                },
+                "output": {"raw": [s.get("output") or ""]},
+                "answer_attribution": [
+                    {
+                        "turn_idx": 0,
+                        "source": "output.raw",
+                        "extracted_value": str(s.get("extracted") or ""),
+                        "extraction_method": "llm_judge" if judge else EXTRACTION.get(s["framework"], "custom"),
+                        "is_terminal": True,
+                    }
+                ],
+                "evaluation": {"score": float(score), "is_correct": float(score) >= 1.0},
+                "error": "the framework could not parse the answer or the grade" if s.get("invalid") else None,
+                "metadata": metadata,
+            }
+            validate(row, f"{document['evaluation_id']} sample {s['sample_id']}", INSTANCE_SCHEMA_FILE)
+            lines.append(json.dumps(row, ensure_ascii=False))
+    return lines
+
+
+def samples_by_run(board: Board) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """The board's store's samples by (run id, framework, model): none for a board built from records."""
+    found: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    if board.store is None:
+        return found
+    for s in board.store.sample_dicts():
+        found.setdefault((s["run_id"], s["framework"], s["model"]), []).append(s)
+    return found
 
 
 def documents(board: Board, organization: str = "benchbridge") -> list[tuple[str, dict[str, Any]]]:
@@ -210,4 +348,26 @@ def documents(board: Board, organization: str = "benchbridge") -> list[tuple[str
         name = f"{stem}-{digest}.json"
         validate(document, name)
         out.append((name, document))
+    return out
+
+
+def instance_files(board: Board, docs: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, str]]:
+    """(file name, JSONL text) of the stored samples of each aggregate document that has some: the
+    document's name with `.samples.jsonl` for `.json`."""
+    by_run = samples_by_run(board)
+    if not by_run:
+        return []
+    records: dict[tuple[str, str, str], list[Record]] = {}
+    for r in board.records:
+        records.setdefault((r.run_id, r.framework, r.model), []).append(r)
+    out = []
+    for name, document in docs:
+        key = (
+            document["source_metadata"]["additional_details"]["run_id"],
+            document["eval_library"]["name"],
+            document["model_info"]["name"],
+        )
+        lines = instance_rows(document, records.get(key, []), by_run.get(key, []))
+        if lines:
+            out.append((name.removesuffix(".json") + ".samples.jsonl", "\n".join(lines) + "\n"))
     return out

@@ -615,10 +615,13 @@ def publish(
             "README_OPENCOMPASS.md": opencompass_readme(board, infos, settings, generated[:10]),
         }
         organization = settings.organization if settings else "benchbridge"
-        from leaderboards.every_eval_ever import documents
+        from leaderboards.every_eval_ever import documents, instance_files
 
-        for name, document in documents(board, organization):
+        docs = documents(board, organization)
+        for name, document in docs:
             texts[f"{EEE_DIR}/{name}"] = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+        for name, text in instance_files(board, docs):
+            texts[f"{EEE_DIR}/{name}"] = text
         for name, text in texts.items():
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp / name).write_text(clean(text), encoding="utf-8", newline="")  # as written: CSV keeps its CRLF

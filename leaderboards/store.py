@@ -355,6 +355,20 @@ class ResultsStore:
         filters = {"model": model, "framework": framework, "benchmark": benchmark, "subset": subset, "run_id": run_id}
         return [Sample.model_validate_json(text) for text in self._select("SELECT sample FROM samples", filters, "id")]
 
+    def sample_dicts(self, run_ids: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        """Stored samples as plain dicts (a `Sample`'s fields; defaults left out), of the given runs
+        (default all), in the order stored: for exports over many samples, without validating each."""
+        if not self.path.exists():
+            return
+        query = "SELECT sample FROM samples"
+        args: tuple[str, ...] = ()
+        if run_ids is not None:
+            query += " WHERE run_id IN (SELECT value FROM json_each(?))"
+            args = (json.dumps(sorted(set(run_ids))),)
+        with self._connect() as conn:
+            for (text,) in conn.execute(query + " ORDER BY id", args):
+                yield json.loads(text)
+
     def sample_scores(self, run_ids: Iterable[str] | None = None) -> list[SampleScores]:
         """Stored samples' scores alone (no prompts or outputs), of the given runs (default all): what
         the statistics read, one small row each, so that a board over many samples stays fast."""
