@@ -121,15 +121,27 @@ def loc_text(loc: tuple[Any, ...] | list[Any]) -> str:
     return out
 
 
+def path_kind(path: Path, key: str | None = None) -> str | None:
+    """"dir", "file" (anything not a folder), or None when nothing is there. A path the file system
+    refuses to look up (a name over its length limit, a loop of links) is a one-line error."""
+    try:
+        return "dir" if path.stat().st_mode & 0o040000 else "file"
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as exc:
+        at = f"{key}: " if key else ""
+        raise BenchbridgeError(f"{at}{path}: {exc.strerror or exc}; give a shorter or other path") from None
+
+
 def check_dir_writable(path: Path, key: str) -> None:
     """`path` is a writable folder, or can be made one: no file in the way, the nearest existing
     ancestor a folder we may write into. Nothing is created."""
     probe = path
-    while not probe.exists():
+    while path_kind(probe, key) is None:
         if probe.parent == probe:
             break
         probe = probe.parent
-    if not probe.is_dir():
+    if path_kind(probe, key) != "dir":
         what = "is a file" if probe == path else f"cannot be made: {probe} is a file"
         raise BenchbridgeError(f"{key}: {path} {what}; give a folder")
     if not os.access(probe, os.W_OK | os.X_OK):

@@ -17,10 +17,11 @@ from typing import Any
 
 from bridges._config import LoadedConfig
 from bridges._errors import BenchbridgeError, FrameworkFailure
-from bridges._files import check_dir_writable
+from bridges._files import check_dir_writable, path_kind
 from bridges._records import Record, failure, now_iso
 from bridges.frameworks import FRAMEWORKS, Bridge, RunContext
 from bridges.models import CacheReport, cache_report, configure_cache
+from bridges.models._cache import ENV_SESSION
 from bridges.secrets import scrub_tree, spec_secret_names
 
 KEY_PACKAGES = ("benchbridge", "torch", "transformers", "datasets", "numpy", "pandas")
@@ -155,8 +156,9 @@ def check_python_targets(config: LoadedConfig) -> None:
 def smoke_python_models(config: LoadedConfig, progress: Callable[[str], None]) -> None:
     """One short prompt to each `python` model, in a child process with a timeout, before any framework
     starts: a model that raises or answers with the wrong type is exit 2 here, not exit 1 from deep
-    inside a framework. The call bypasses the response cache. Too slow (a model that loads weights)
-    is not an error: the check is skipped and the run goes on."""
+    inside a framework. The prompt goes through the response cache, so an unchanged model is asked
+    once, not once per run. Too slow (a model that loads weights) is not an error: the check is
+    skipped and the run goes on."""
     import sys
 
     from bridges.models import PythonSpec
@@ -164,7 +166,8 @@ def smoke_python_models(config: LoadedConfig, progress: Callable[[str], None]) -
     # As the frameworks' own processes get it: the project and the working directory importable.
     root = str(Path(__file__).resolve().parent.parent)
     pythonpath = os.pathsep.join(p for p in (root, os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
-    env = {**os.environ, "PYTHONPATH": pythonpath}
+    # The check's cache lookups are not this run's: its cache report counts the frameworks' requests.
+    env = {k: v for k, v in os.environ.items() if k != ENV_SESSION} | {"PYTHONPATH": pythonpath}
     for i, spec in enumerate(config.models):
         if not isinstance(spec, PythonSpec):
             continue
@@ -195,9 +198,10 @@ def check_run_paths(config: LoadedConfig) -> None:
     check_dir_writable(config.work_dir, f"{config.where('work_dir')}: work_dir")
     db = config.results_db
     key = f"{config.where('results_db')}: results_db" if config.cfg.results_db else f"{config.path}: results_db"
-    if db.is_dir():
+    kind = path_kind(db, key)
+    if kind == "dir":
         raise BenchbridgeError(f"{key}: {db} is a folder; give the path of a results file (e.g. results.sqlite)")
-    if db.exists():
+    if kind == "file":
         try:
             with db.open("rb") as fh:
                 head = fh.read(len(SQLITE_HEADER))

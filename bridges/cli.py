@@ -51,11 +51,13 @@ def cmd_datasets_import(args: argparse.Namespace) -> int:
 
 
 def cmd_datasets_validate(args: argparse.Namespace) -> int:
+    from bridges._files import path_kind
     from bridges.datasets import load_dataset, load_samples_file
 
     for path in args.paths:
         # A folder is a dataset; a file is its samples alone, of --kind or the kind its first line shows.
-        ds = load_samples_file(Path(path), args.kind) if Path(path).is_file() else load_dataset(path)
+        is_file = path_kind(Path(path)) == "file"
+        ds = load_samples_file(Path(path), args.kind) if is_file else load_dataset(path)
         subjects = ds.subjects()
         extra = f", {len(subjects)} subjects" if subjects else ""
         print(f"{path}: ok ({ds.name}: {len(ds.samples)} {ds.kind} samples{extra}, sha256 {ds.content_hash[:12]})")

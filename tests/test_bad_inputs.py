@@ -8,14 +8,14 @@ No case starts a framework: each fails before one would.
 
 Groups (the id prefix of every case) and counts, tried / clear error / accepted by design:
 
-    config    42 / 42 / 1
-    datasets  28 / 28 / 4
-    importers 39 / 39 / 4
+    config    46 / 46 / 1
+    datasets  30 / 30 / 4
+    importers 42 / 42 / 4
     cli       11 / 11 / 0
     model     31 / 31 / 0
     store      7 /  7 / 0
     serve      5 /  5 / 0
-    total    163 / 163 / 9    (plus 5 subprocess cases repeating cases above through `benchbridge`)
+    total    172 / 172 / 9    (plus 5 subprocess cases repeating cases above through `benchbridge`)
 
 `test_corpus_counts` keeps these numbers honest. The serve cases `serve-host-without-key` and
 `serve-port-out-of-range` depend on `benchbridge serve` refusing them before it binds.
@@ -199,6 +199,10 @@ CASES: list[Case] = [
     c("config-only-unknown-framework", config(), "--only: unknown framework 'helm'", argv=[*PREP, "--only", "helm"]),
     c("config-only-not-configured", config(), "frameworks.opencompass: not configured", argv=[*PREP, "--only", "opencompass"]),
     c("config-yaml-unhashable-key", "name: t\n? [a, b]\n: 1\n", "c.yaml:"),
+    c("config-out-name-too-long", config(), "--out: ", argv=["prepare", "c.yaml", "--out", "o" * 300]),
+    c("config-work-dir-name-too-long", config(work_dir="w" * 300), "c.yaml:2: work_dir: ", argv=RUN),
+    c("config-results-db-name-too-long", config(results_db="r" * 300), "results_db: ", argv=RUN),
+    Case("config-file-name-too-long", ["prepare", "c" * 300 + ".yaml", "--out", "o"], "cannot read the config file (File name too long)"),
     # ---- datasets: canonical dataset folders and bare samples files ---------------------------
     Case("datasets-folder-missing", ["datasets", "validate", "nope"], "nope: dataset folder not found"),
     Case("datasets-card-missing", ["datasets", "validate", "ds"], "card.yaml: dataset card not found", {"ds/samples.jsonl": MCQ}),
@@ -228,6 +232,8 @@ CASES: list[Case] = [
     Case("datasets-bare-file-bad-json", ["datasets", "validate", "s.jsonl"], "s.jsonl:1: invalid JSON", {"s.jsonl": "{oops\n"}),
     Case("datasets-bare-file-not-utf8", ["datasets", "validate", "s.jsonl"], "s.jsonl: not UTF-8", {"s.jsonl": b'{"id": "\xc3"}\n'}),
     c("datasets-bad-card-through-config", config(datasets=[{"path": "ds"}]), "datasets[0].path: ", **dataset(card="name: d\nkind: essay\n")),
+    Case("datasets-validate-name-too-long", ["datasets", "validate", "d" * 300], "File name too long"),
+    c("datasets-config-path-name-too-long", config(datasets=[{"path": "d" * 300}]), "datasets[0].path: "),
     # ---- importers: `benchbridge datasets import` -------------------------------------------
     Case("importers-source-missing", ["datasets", "import", "--from", "text", "nope.txt", "--out", "o"], "nope.txt: not found"),
     Case("importers-unknown-format", ["datasets", "import", "--from", "cvs", "a.csv", "--out", "o"], "--from: unknown dataset importer 'cvs'; did you mean 'csv'?", {"a.csv": "question,answer\nq,a\n"}),
@@ -268,6 +274,9 @@ CASES: list[Case] = [
     Case("importers-name-bad-chars", ["datasets", "import", "--from", "text", "t.txt", "--name", "my set", "--out", "o"], "dataset card: name: String should match pattern", {"t.txt": "a\n"}),
     Case("importers-name-300-chars", ["datasets", "import", "--from", "text", "t.txt", "--name", "n" * 300, "--out", "o"], "dataset card: name: String should have at most 100 characters", {"t.txt": "a\n"}),
     Case("importers-name-starts-with-dot", ["datasets", "import", "--from", "text", "t.txt", "--name", ".x", "--out", "o"], "dataset card: name: String should match pattern", {"t.txt": "a\n"}),
+    Case("importers-out-under-a-file", ["datasets", "import", "--from", "text", "t.txt", "--out", "f/o"], "--out: f is a file", {"t.txt": "a\n", "f": "a file"}),
+    Case("importers-out-name-too-long", ["datasets", "import", "--from", "text", "t.txt", "--out", "o" * 300], "--out: ooo", {"t.txt": "a\n"}),
+    Case("importers-source-name-too-long", ["datasets", "import", "--from", "text", "t" * 300], "File name too long"),
     # ---- cli: arguments ------------------------------------------------------------------------
     Case("cli-no-command", [], "benchbridge: the following arguments are required: command"),
     Case("cli-unknown-command", ["frobnicate"], "invalid choice: 'frobnicate'"),

@@ -27,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bridges._errors import BenchbridgeError, where
-from bridges._files import MAX_NAME, loc_text, read_text, read_yaml
+from bridges._files import MAX_NAME, check_dir_writable, loc_text, path_kind, read_text, read_yaml
 
 Kind = Literal["mcq", "qa", "open"]
 LETTERS = string.ascii_uppercase
@@ -135,8 +135,9 @@ class Dataset:
     def save(self, folder: Path) -> Path:
         """Writes card + samples atomically: into a temp dir, then renamed into place."""
         folder = Path(folder)
-        if folder.exists():
+        if path_kind(folder, "--out") is not None:
             raise BenchbridgeError(f"{folder}: already exists; choose another --out or remove it")
+        check_dir_writable(folder.parent, "--out")
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
         try:
@@ -244,7 +245,7 @@ def load_samples_file(path: Path, kind: Kind | None = None) -> Dataset:
 def load_dataset(folder: str | os.PathLike[str]) -> Dataset:
     """Loads and validates a canonical dataset folder."""
     folder = Path(folder)
-    if not folder.is_dir():
+    if path_kind(folder) != "dir":
         raise BenchbridgeError(
             f"{folder}: dataset folder not found (expected {CARD_FILE} and {SAMPLES_FILE} in it; "
             "`benchbridge datasets import` makes one)"

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from bridges._errors import BenchbridgeError, where
-from bridges._files import MAX_NAME, read_text
+from bridges._files import MAX_NAME, path_kind, read_text
 from bridges._registry import Registry
 from bridges.datasets._format import (
     LETTERS,
@@ -44,7 +44,7 @@ def import_source(fmt: str, source: str | Path, name: str | None = None, **optio
     """What the importer makes of `source`: one dataset, or a list for a source holding a collection
     (an OpenAI evals registry folder). `name` defaults to the source's file or folder name."""
     source = Path(source)
-    if not source.exists():
+    if path_kind(source) is None:
         raise BenchbridgeError(f"{source}: not found (the {fmt} importer reads it)")
     name = name or re.sub(r"[^A-Za-z0-9_.-]+", "_", source.stem).strip("_.-")[:MAX_NAME] or "dataset"
     return IMPORTERS.get(fmt, key="--from")(source, name, **options)

@@ -82,15 +82,16 @@ def resolve_target(spec: PythonSpec, key: str) -> Any:
 
 def smoke_main() -> None:
     """`python -c 'from bridges.models._python import smoke_main; smoke_main()'` with a PythonSpec
-    as JSON on stdin: builds the model and asks it one short prompt, outside the response cache.
-    Exit 0 when it answered with a string; else the cause on the last line and exit 1."""
+    as JSON on stdin: asks the model one short prompt through the model layer (so through the
+    response cache: an unchanged model is not called again on the next run). Exit 0 when it answered
+    with one string; else the cause on the last line of stdout and exit 1."""
     import sys
+
+    from bridges.models._layer import get_model
 
     spec = PythonSpec.model_validate_json(sys.stdin.read())
     try:
-        answers = PythonBackend(spec).generate([ChatRequest((("user", "Reply with OK."),), max_new_tokens=8)])
-        if len(answers) != 1:
-            raise BenchbridgeError(f"{spec.target} returned {len(answers)} answers for 1 prompt")
+        get_model(spec).generate([ChatRequest((("user", "Reply with OK."),), max_new_tokens=8)])
     except BaseException as exc:  # noqa: BLE001 - a child process whose one job is to report what the model did
         message = " ".join(str(exc).split())
         print(f"{type(exc).__name__}: {message}" if not isinstance(exc, BenchbridgeError) else message)
