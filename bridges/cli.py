@@ -107,6 +107,36 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_samples(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+
+    from leaderboards import evidence
+
+    store = evidence.store_from_cli(args.config, args.db)
+    console = Console()
+    if args.diff_frameworks:
+        cells = evidence.framework_cells(store, args.model, args.benchmark)
+        found = evidence.disagreements(cells)
+        if args.json:
+            print(json.dumps([d.as_dict() for d in found], ensure_ascii=False, indent=2))
+            return 0
+        console.print(evidence.diff_table(args.model, args.benchmark, found, [c.framework for c in cells]))
+        print(f"{len(found)} samples scored differently by {', '.join(c.framework for c in cells) or 'no framework'}")
+        return 0
+    if not args.framework:
+        raise BenchbridgeError("--framework: required unless --diff-frameworks")
+    cell = evidence.cell_samples(store, args.model, args.framework, args.benchmark, args.metric)
+    chosen = evidence.select(cell, wrong=args.wrong, invalid=args.invalid)
+    if args.json:
+        print(json.dumps([evidence.sample_json(s, cell.metric) for s in chosen], ensure_ascii=False, indent=2))
+        return 0
+    console.print(evidence.samples_table(cell, chosen))
+    print(f"{len(chosen)} of {len(cell.samples)} samples (run {', '.join(sorted({r.run_id for r in cell.records}))})")
+    return 0
+
+
 def records_table(outcome: RunOutcome) -> Table:
     """This run's primary records, for `run --no-publish`: values on the board's 0-100 scale."""
     from rich.table import Table
@@ -241,6 +271,19 @@ def build_parser() -> argparse.ArgumentParser:
     pub.add_argument("--out", help="folder to (re)write (default: the config's publish.out or WORK_DIR/leaderboard)")
     pub.add_argument("--title", help="page title (default: the config's publish.title or name)")
     pub.set_defaults(handler=cmd_publish)
+
+    smp = sub.add_parser("samples", help="list a board cell's samples, or where frameworks scored them differently")
+    smp.add_argument("config", nargs="?", help="run config (its results database)")
+    smp.add_argument("--db", help="a results database instead of a config")
+    smp.add_argument("--model", required=True)
+    smp.add_argument("--framework", help="the cell's framework (not needed with --diff-frameworks)")
+    smp.add_argument("--benchmark", required=True, help="the dataset's name")
+    smp.add_argument("--metric", help="a metric of the cell (default: its primary one)")
+    smp.add_argument("--wrong", action="store_true", help="only samples not scored fully right")
+    smp.add_argument("--invalid", action="store_true", help="only samples whose answer or grade was not parsed")
+    smp.add_argument("--diff-frameworks", action="store_true", help="the samples frameworks scored differently")
+    smp.add_argument("--json", action="store_true", help="JSON instead of a table")
+    smp.set_defaults(handler=cmd_samples)
 
     run = sub.add_parser("run", help="run the frameworks and store normalized results")
     run.add_argument("config")
