@@ -58,8 +58,8 @@ GRADER = {
     "target": "bridges.testing:RuleGrader",
     "args": {"abstain_on": ["capital of Italy"]},
 }
-# Its completion function raises on the first call: the answer key it loads does not exist.
-BROKEN = {**keyed_model("broken", ["/nonexistent/answer-key"])}
+# Passes the one-prompt check before the run; its completion function raises on every sample.
+BROKEN = {"name": "broken", "kind": "python", "target": "tests._evals_models:CrashOnQuestions"}
 
 
 def write_config(
@@ -502,7 +502,7 @@ def test_broken_completion_function_fails_its_eval_only(failing_run: dict[str, A
     [failed] = [r for r in first if r.model == "broken"]
     assert (failed.status, failed.value, failed.metric, failed.primary) == ("failed", None, "match_accuracy", True)
     assert failed.error is not None and "\n" not in failed.error
-    assert "oaieval exited with code 1: bridges._errors.BenchbridgeError: /nonexistent/answer-key" in failed.error
+    assert "oaieval exited with code 1: RuntimeError: CrashOnQuestions: this model cannot answer" in failed.error
     with sqlite3.connect(load_config(failing_run["config"]).results_db) as conn:
         statuses = [s for (s,) in conn.execute("SELECT status FROM runs ORDER BY id")]
     assert statuses == ["failed", "failed", "failed"]
