@@ -220,13 +220,16 @@ def _environment() -> dict[str, str]:
 
 
 def check_model_paths(spec: ModelSpec, key: str) -> ModelSpec:
-    """An `hf` model's local folders (path, tokenizer_path, peft_path) exist, before anything runs."""
+    """An `hf` model's local folders (path, tokenizer_path, peft_path), and an `openai` model's
+    tokenizer_path, exist before anything runs (hub ids like `org/name` are left to the frameworks)."""
     from bridges.models._builtin import PREFIX
     from bridges.models._hf import check_local_path
 
     for field in ("path", "tokenizer_path", "peft_path"):
         value = getattr(spec, field, None)
-        if spec.kind == "hf" and isinstance(value, str) and not value.startswith(PREFIX):
+        if field != "path" and spec.kind == "openai" and isinstance(value, str):
+            check_local_path(value, f"{key}.{field}")  # OpenCompass reads an openai model's tokenizer locally
+        elif spec.kind == "hf" and isinstance(value, str) and not value.startswith(PREFIX):
             check_local_path(value, f"{key}.{field}")
     return spec
 

@@ -193,28 +193,33 @@ def smoke_python_models(config: LoadedConfig, progress: Callable[[str], None]) -
             )
 
 
-def check_run_paths(config: LoadedConfig) -> None:
-    """`work_dir` and `results_db` are what they must be, before anything is written."""
-    check_dir_writable(config.work_dir, f"{config.where('work_dir')}: work_dir")
-    db = config.results_db
-    key = f"{config.where('results_db')}: results_db" if config.cfg.results_db else f"{config.path}: results_db"
-    kind = path_kind(db, key)
+def check_sqlite_path(path: Path, key: str, what: str) -> None:
+    """`path` is an SQLite file we may write, or nothing yet in a folder we may create it in."""
+    kind = path_kind(path, key)
     if kind == "dir":
-        raise BenchbridgeError(f"{key}: {db} is a folder; give the path of a results file (e.g. results.sqlite)")
+        raise BenchbridgeError(f"{key}: {path} is a folder; give the path of {what}")
     if kind == "file":
         try:
-            with db.open("rb") as fh:
+            with path.open("rb") as fh:
                 head = fh.read(len(SQLITE_HEADER))
         except OSError as exc:
-            raise BenchbridgeError(f"{key}: {db}: cannot read it ({exc.strerror})") from None
+            raise BenchbridgeError(f"{key}: {path}: cannot read it ({exc.strerror})") from None
         if head and head != SQLITE_HEADER:
-            raise BenchbridgeError(
-                f"{key}: {db} is not an SQLite database; give a new path or a benchbridge results file"
-            )
-        if not os.access(db, os.W_OK):
-            raise BenchbridgeError(f"{key}: {db} is not writable")
+            raise BenchbridgeError(f"{key}: {path} is not an SQLite database; give a new path or {what}")
+        if not os.access(path, os.W_OK):
+            raise BenchbridgeError(f"{key}: {path} is not writable")
     else:
-        check_dir_writable(db.parent, key)
+        check_dir_writable(path.parent, key)
+
+
+def check_run_paths(config: LoadedConfig) -> None:
+    """`work_dir`, `results_db` and `cache.path` are what they must be, before anything is written."""
+    check_dir_writable(config.work_dir, f"{config.where('work_dir')}: work_dir")
+    key = f"{config.where('results_db')}: results_db" if config.cfg.results_db else f"{config.path}: results_db"
+    check_sqlite_path(config.results_db, key, "a benchbridge results file (e.g. results.sqlite)")
+    if config.cache_path is not None:
+        key = f"{config.where('cache', 'path')}: cache.path"
+        check_sqlite_path(config.cache_path, key, "a response cache file (e.g. responses.sqlite)")
 
 
 def git_commit() -> str | None:

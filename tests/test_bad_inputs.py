@@ -12,10 +12,10 @@ Groups (the id prefix of every case) and counts, tried / clear error / accepted 
     datasets  30 / 30 / 4
     importers 42 / 42 / 4
     cli       11 / 11 / 0
-    model     31 / 31 / 0
-    store      7 /  7 / 0
+    model     32 / 32 / 0
+    store     11 / 11 / 0
     serve      5 /  5 / 0
-    total    172 / 172 / 9    (plus 5 subprocess cases repeating cases above through `benchbridge`)
+    total    177 / 177 / 9    (plus 5 subprocess cases repeating cases above through `benchbridge`)
 
 `test_corpus_counts` keeps these numbers honest. The serve cases `serve-host-without-key` and
 `serve-port-out-of-range` depend on `benchbridge serve` refusing them before it binds.
@@ -308,6 +308,7 @@ CASES: list[Case] = [
     c("model-hf-peft-path-not-found", hf(path=str(DATASETS), peft_path="/no/such/adapter"), "models[0].peft_path: /no/such/adapter: model folder not found"),
     c("model-hf-unknown-builtin", hf(path="builtin:gpt-5"), "path: unknown built-in model 'gpt-5'"),
     c("model-openai-model-missing", config(models=[{"name": "o", "kind": "openai"}]), "models[0].model: Field required"),
+    c("model-openai-tokenizer-path-not-found", config(models=[{"name": "o", "kind": "openai", "model": "gpt-x", "tokenizer_path": "./no-tok"}]), "models[0].tokenizer_path: ./no-tok: model folder not found"),
     c("model-python-module-missing", py("no_such_module_xyz:f"), "c.yaml:6: models[0].target: cannot import 'no_such_module_xyz'"),
     c("model-python-attribute-missing", py("bridges.testing:NoSuchModel"), "models[0].target: 'bridges.testing' has no attribute 'NoSuchModel'"),
     c("model-python-target-bad-form", py("bridges.testing:"), "models[0].target: 'bridges.testing:' is not of the form"),
@@ -329,6 +330,10 @@ CASES: list[Case] = [
     c("store-results-db-folder", config(results_db="r.sqlite"), "results_db: ", argv=RUN, **{"r.sqlite": DIR}),
     c("store-results-db-under-a-file", config(results_db="f/r.sqlite"), "results_db: ", argv=RUN, f="a file"),
     c("store-work-dir-is-a-file", config(work_dir="w"), "c.yaml:2: work_dir: ", argv=RUN, w="a file"),
+    c("store-cache-path-folder", config(cache={"path": "cache"}), "cache.path: ", argv=RUN, cache=DIR),
+    c("store-cache-path-not-sqlite", config(cache={"path": "answers.sqlite"}), "cache.path: ", argv=RUN, **{"answers.sqlite": "plain text\n" * 5}),
+    Case("store-publish-db-text-file", ["publish", "--db", "r.sqlite", "--out", "pub"], "r.sqlite: not an SQLite results database", {"r.sqlite": "not a database\n" * 10}),
+    c("store-board-config-results-db-not-sqlite", config(results_db="r.sqlite"), "r.sqlite: not an SQLite results database", argv=["board", "c.yaml"], **{"r.sqlite": "not a database\n" * 10}),
     # ---- serve -----------------------------------------------------------------------------------
     c("serve-host-without-key", config(), "0.0.0.0", argv=["serve", "c.yaml", "--model", "keyed", "--host", "0.0.0.0"]),
     c("serve-port-out-of-range", config(), "99999", argv=["serve", "c.yaml", "--model", "keyed", "--port", "99999"]),
@@ -528,3 +533,16 @@ def test_corpus_counts() -> None:
         numbers = [int(x) for x in row.replace("/", " ").split()[1:4]]
         assert numbers == [n, n, accepted.get(group, 0)], (group, numbers, n, accepted.get(group, 0))
     assert len({case.id for case in CASES}) == len(CASES)
+
+
+def test_ctrl_c_is_one_line_and_exit_130(
+    case_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bridges.datasets
+
+    def interrupted(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bridges.datasets, "load_dataset", interrupted)
+    assert main(["datasets", "validate", "ds"]) == 130
+    assert_one_clear_line(capsys.readouterr().err, "interrupted (Ctrl-C)")
