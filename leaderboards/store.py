@@ -12,6 +12,7 @@ The path is a setting: `results_db` in a run config (default `<work_dir>/results
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -109,6 +110,9 @@ class SampleScores(NamedTuple):
     scores: dict[str, float | None]
 
 
+# Every table SCHEMA makes (and SQLite's own AUTOINCREMENT table): anything else is someone else's file.
+OUR_TABLES = {*re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA), "sqlite_sequence"}
+
 CellKey = tuple[str, str, str, str, str, str | None]  # model, framework, benchmark, subset, metric, judge
 
 
@@ -194,7 +198,7 @@ class ResultsStore:
                 conn.close()
         except sqlite3.DatabaseError as exc:
             raise self._not_a_store(exc) from None
-        strangers = tables - {"runs", "records", "samples", "sqlite_sequence"}
+        strangers = tables - OUR_TABLES
         if strangers:
             raise BenchbridgeError(
                 f"{self.path}: an SQLite database of something else (tables {', '.join(sorted(strangers))}); "

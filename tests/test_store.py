@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,42 @@ def test_run_killed_mid_write_leaves_earlier_runs_and_a_board(tmp_path: Path) ->
     assert len(store.runs()) == 4
     with sqlite3.connect(db) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: p.write_text("name,score\nx,1\n" * 50, encoding="utf-8"), "not an SQLite results database"),
+        (lambda p: _foreign_sqlite(p), "an SQLite database of something else (tables inventory)"),
+    ],
+    ids=["text-file", "foreign-sqlite"],
+)
+def test_a_file_that_is_not_a_store_is_one_line_and_left_byte_for_byte(
+    tmp_path: Path, make: Callable[[Path], object], expected: str
+) -> None:
+    path = tmp_path / "results.sqlite"
+    make(path)
+    before = path.read_bytes()
+    for attempt in (lambda: ResultsStore(path).open(), lambda: ResultsStore(path).records()):
+        with pytest.raises(BenchbridgeError) as err:
+            attempt()
+        assert str(err.value).startswith(f"{path}: {expected}") and "\n" not in str(err.value)
+    # Opening it read-write would switch a stranger's SQLite file to WAL: it must stay untouched.
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.sqlite"]
+
+
+def _foreign_sqlite(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE inventory (item TEXT)")
+        conn.execute("INSERT INTO inventory VALUES ('lamp')")
+    conn.close()
+
+
+def test_a_store_of_ours_passes_the_check_and_a_new_one_gets_its_schema_on_open(tmp_path: Path) -> None:
+    assert len(ResultsStore(sample_store(tmp_path / "r.sqlite").path).records()) == len(sample_records())
+    fresh = ResultsStore(tmp_path / "sub" / "new.sqlite").open()
+    with sqlite3.connect(fresh.path) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    conn.close()
+    assert {"runs", "records"} <= tables
