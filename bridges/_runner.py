@@ -142,15 +142,29 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 SMOKE_TIMEOUT_S = 20.0
 
 
+def child_import_paths() -> list[str]:
+    """Where the frameworks' processes import `python` models from: the project, the working
+    directory and PYTHONPATH (as it is now: a caller may have set it after this process started)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return [p for p in (root, os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep)) if p]
+
+
 def check_python_targets(config: LoadedConfig) -> None:
     """Every `python` model's target (and `imports`) imports and is callable: a typo is one line now,
-    not a failure buried in a framework's log."""
+    not a failure buried in a framework's log. Imported with the paths the frameworks will have."""
+    import sys
+
     from bridges.models import PythonSpec
     from bridges.models._python import resolve_target
 
-    for i, spec in enumerate(config.models):
-        if isinstance(spec, PythonSpec):
-            resolve_target(spec, f"{config.where('models', i, 'target')}: models[{i}].target")
+    saved = list(sys.path)
+    sys.path[:0] = [p for p in child_import_paths() if p not in sys.path]
+    try:
+        for i, spec in enumerate(config.models):
+            if isinstance(spec, PythonSpec):
+                resolve_target(spec, f"{config.where('models', i, 'target')}: models[{i}].target")
+    finally:
+        sys.path[:] = saved
 
 
 def smoke_python_models(config: LoadedConfig, progress: Callable[[str], None]) -> None:
@@ -163,9 +177,7 @@ def smoke_python_models(config: LoadedConfig, progress: Callable[[str], None]) -
 
     from bridges.models import PythonSpec
 
-    # As the frameworks' own processes get it: the project and the working directory importable.
-    root = str(Path(__file__).resolve().parent.parent)
-    pythonpath = os.pathsep.join(p for p in (root, os.getcwd(), os.environ.get("PYTHONPATH", "")) if p)
+    pythonpath = os.pathsep.join(child_import_paths())
     # The check's cache lookups are not this run's: its cache report counts the frameworks' requests.
     env = {k: v for k, v in os.environ.items() if k != ENV_SESSION} | {"PYTHONPATH": pythonpath}
     for i, spec in enumerate(config.models):

@@ -34,7 +34,12 @@ VENV_BIN = Path(sys.executable).parent
 CEVAL = DATASETS / "ceval_mini"
 SUBJECTS = ["computer_network", "high_school_chemistry"]
 BROKEN_MODULE = """
+from bridges.models._python import SMOKE_PROMPT
+
+
 def broken(batch):
+    if all(SMOKE_PROMPT in str(item) for item in batch):
+        return ["OK"] * len(batch)  # passes the pre-run check, so the failure happens inside OpenCompass
     raise RuntimeError("simulated backend failure: GPU fell off the bus")
 """
 

@@ -80,6 +80,10 @@ def resolve_target(spec: PythonSpec, key: str) -> Any:
     return obj
 
 
+# The one prompt `benchbridge run` sends each python model before any framework starts.
+SMOKE_PROMPT = "Reply with OK."
+
+
 def smoke_main() -> None:
     """`python -c 'from bridges.models._python import smoke_main; smoke_main()'` with a PythonSpec
     as JSON on stdin: asks the model one short prompt through the model layer (so through the
@@ -91,7 +95,7 @@ def smoke_main() -> None:
 
     spec = PythonSpec.model_validate_json(sys.stdin.read())
     try:
-        get_model(spec).generate([ChatRequest((("user", "Reply with OK."),), max_new_tokens=8)])
+        get_model(spec).generate([ChatRequest((("user", SMOKE_PROMPT),), max_new_tokens=8)])
     except BaseException as exc:  # noqa: BLE001 - a child process whose one job is to report what the model did
         message = " ".join(str(exc).split())
         print(f"{type(exc).__name__}: {message}" if not isinstance(exc, BenchbridgeError) else message)
