@@ -16,6 +16,9 @@ LABEL_WIDTH = 250
 BAR_AREA = WIDTH - LABEL_WIDTH - 70
 BAR = 14
 GAP = 4
+# A chart shows at most this many models (the board's first: the best ranked); a zoo of 500 models
+# made a page of 26 MB, and a chart of 500 bars is read by no one (the table has every model).
+CHART_ROWS = 25
 
 
 def framework_colours(board: Board) -> dict[str, str]:
@@ -65,7 +68,7 @@ def benchmark_chart(board: Board, benchmark: str) -> str:
     colours = framework_colours(board)
     body: list[str] = []
     y = 28.0
-    for row in board.rows:
+    for row in board.rows[:CHART_ROWS]:
         body.append(f'<text x="0" y="{y + BAR - 3:.1f}" class="model">{escape(_short(row.model, 90))}</text>')
         y += BAR + GAP
         for column in columns:
@@ -78,6 +81,8 @@ def benchmark_chart(board: Board, benchmark: str) -> str:
             y += BAR + GAP
         y += 8
     title = f"{benchmark} — 0-100, by framework ({', '.join(f'{c.metric} {c.arrow}' for c in columns)})"
+    if len(board.rows) > CHART_ROWS:
+        title += f" — the first {CHART_ROWS} of {len(board.rows)} models"
     return _svg(title, y + 20, body)
 
 

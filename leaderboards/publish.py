@@ -3,11 +3,16 @@
     leaderboard.csv           the board as text (the page's table is exactly this)
     leaderboard.md            the board, its columns, failures and cross-framework agreement
     index.html                one self-contained static page: sortable, filterable table, every
-                              number linked to its provenance, a chart per benchmark and per model
+                              number opening into its provenance and samples, charts per benchmark
+                              and per model
+    cells/c<j>.js             column j's provenance and samples, loaded by the page when a cell of
+                              that column is opened (a script, not JSON: Chromium refuses fetch() of
+                              file:// URLs, and the page must open from disk)
     leaderboard.xlsx          the board, provenance, columns and runs as sheets
     README_OPENCOMPASS.md     OpenCompass's dataset-site format (YAML front matter from the cards)
     provenance.csv            one row per cell: where its number came from
-    every_eval_ever/*.json    one Every Eval Ever document per evaluation run, schema-validated
+    every_eval_ever/*.json    one Every Eval Ever document per evaluation run, schema-validated,
+                              and `*.samples.jsonl` beside it: the run's samples, instance-level
 
 Everything is written into a temporary folder next to `out` and renamed into place, so a failure
 leaves the previous board (or nothing) and never half a board; the temporary folders of a publish
@@ -42,7 +47,18 @@ from bridges._errors import BenchbridgeError
 from bridges._records import now_iso
 from leaderboards import charts
 from leaderboards._secrets import key_env_names, redact, secret_values
-from leaderboards.board import Board, Cell, board_for_config, board_from_cli, fmt
+from leaderboards.board import (
+    CI_SUFFIX,
+    RANK_RANGE,
+    VERSUS_NEXT,
+    Board,
+    Cell,
+    board_for_config,
+    board_from_cli,
+    fmt,
+    sample_key,
+    shown_records,
+)
 
 if TYPE_CHECKING:
     from bridges._config import LoadedConfig, PublishSettings
@@ -50,6 +66,10 @@ if TYPE_CHECKING:
 
 MARKER = ".benchbridge-board"  # marks a folder `publish` made, so it may replace it
 EEE_DIR = "every_eval_ever"
+CELLS_DIR = "cells"
+# Boards up to this many cells carry each cell's provenance as a tooltip; bigger ones (a tooltip per
+# cell made a 500 x 40 page several MB) show it when the cell is opened.
+TIP_CELLS = 2000
 # A temporary folder of a publish whose process is gone is stale at once; one without a process id
 # (written before they carried one) or whose id may have been reused, after these many seconds.
 STALE_SECONDS = 10 * 60
@@ -57,7 +77,7 @@ STALE_WITH_LIVE_PID_SECONDS = 60 * 60
 # What a publish folder holds: a stale-looking folder holding anything else is not ours, and stays.
 PUBLISHED_NAMES = frozenset(
     {"leaderboard.csv", "provenance.csv", "leaderboard.md", "index.html", "README_OPENCOMPASS.md", "leaderboard.xlsx"}
-    | {EEE_DIR, MARKER}
+    | {EEE_DIR, CELLS_DIR, MARKER}
 )
 TEMPLATES = Path(__file__).parent / "templates"
 # OpenCompass's dataset site files a benchmark under one of these dimensions.
@@ -84,6 +104,9 @@ PROVENANCE_COLUMNS = {
     "scale": "scale",
     "stderr": "stderr",
     "n_samples": "samples",
+    "ci_low": "95% CI low",
+    "ci_high": "95% CI high",
+    "ci_method": "interval from",
     "subsets": "subsets",
     "framework": "framework",
     "framework_version": "version",
@@ -393,31 +416,28 @@ def index_html(board: Board, infos: list[DatasetInfo], generated: str, descripti
 
     css = (TEMPLATES / "page.css").read_text(encoding="utf-8")
     js = (TEMPLATES / "page.js").read_text(encoding="utf-8")
+    # 'strict-dynamic': the page's own script (by its hash) may add the `cells/c<j>.js` scripts it
+    # loads on demand; nothing else runs (no inline handler, no script in the page's text).
     csp = (
-        f"default-src 'none'; style-src {_csp_hash(css)}; script-src {_csp_hash(js)}; img-src data:; "
-        "base-uri 'none'; form-action 'none'"
+        f"default-src 'none'; style-src {_csp_hash(css)}; script-src {_csp_hash(js)} 'strict-dynamic'; "
+        "img-src data:; base-uri 'none'; form-action 'none'; object-src 'none'"
     )
     colours = charts.framework_colours(board)
-    provenance = []
+    tips = len(board.rows) * len(board.columns) <= TIP_CELLS
+    averaged = set(board.average_over)
     rows = []
-    index = 0
     for row in board.rows:
         cells = []
         for column in board.columns:
             cell = row.cells[column.id]
-            index += 1
-            prov_id = f"p-{index}"
-            p = board.provenance(cell)
-            provenance.append({"id": prov_id, "cells": [_text(p[k]) for k in PROVENANCE_COLUMNS]})
             cells.append(
                 {
                     "framework": column.framework,
                     "status": cell.status,
                     "text": cell.text,
-                    "sort": "" if cell.value_100 is None or cell.status != "ok" else repr(cell.value_100),
-                    "prov_id": prov_id,
-                    "tip": _tip(p),
-                    "averaged": column.id in board.average_over,
+                    "sort": "" if cell.value_100 is None or cell.status != "ok" else f"{cell.value_100:.6g}",
+                    "tip": _tip(board.provenance(cell)) if tips else None,
+                    "averaged": column.id in averaged,
                 }
             )
         rows.append(
@@ -429,6 +449,10 @@ def index_html(board: Board, infos: list[DatasetInfo], generated: str, descripti
                 "average_sort": "" if row.average is None else repr(row.average),
                 "coverage": row.coverage,
                 "cells": cells,
+                "range": row.rank_range_text,
+                "range_sort": "" if row.rank_range is None else str(row.rank_range.best),
+                "versus": row.versus_next,
+                "cis": [row.cells[c.id].ci_text for c in board.columns],
             }
         )
     agreement = _agreement(board)
@@ -449,6 +473,8 @@ def index_html(board: Board, infos: list[DatasetInfo], generated: str, descripti
         columns=[
             {
                 "id": c.id,
+                "ci_key": f"{c.id} {CI_SUFFIX}",
+                "bench": f"{c.benchmark}:{c.subset}" if c.subset else c.benchmark,
                 "framework": c.framework,
                 "versions": ", ".join(_versions(board, c.id)),
                 "benchmark_label": c.benchmark_label,
@@ -464,10 +490,11 @@ def index_html(board: Board, infos: list[DatasetInfo], generated: str, descripti
         failures=[{"model": c.model, "column": c.column.id, "reason": c.reason} for c in _failures(board)],
         legend=Markup(charts.legend(board)),
         benchmark_charts=[Markup(charts.benchmark_chart(board, b)) for b in board.benchmarks],
-        profile_charts=[Markup(charts.profile_chart(board, r.model)) for r in board.rows],
+        profile_charts=[Markup(charts.profile_chart(board, r.model)) for r in board.rows[: charts.CHART_ROWS]],
+        chart_rows=charts.CHART_ROWS,
         agreement={"header": agreement[0], "rows": agreement[1]} if agreement else None,
-        provenance_header=list(PROVENANCE_COLUMNS.values()),
-        provenance=provenance,
+        rank_range_key=RANK_RANGE,
+        versus_key=VERSUS_NEXT,
         runs=[{k: _text(m.get(k)) for k in _RUN_FIELDS} for m in board.runs],
         datasets=[{**d.__dict__, "samples": _text(d.samples)} for d in infos],
     )
@@ -491,6 +518,83 @@ _RUN_FIELDS = (
 
 def _fw_versions(board: Board, framework: str) -> list[str]:
     return sorted({r.framework_version for r in board.records if r.framework == framework})
+
+
+# ---- per-column detail files ------------------------------------------------------------------
+
+
+def _samples_of_shown(board: Board) -> dict[tuple[str, str, str, str, str], list[dict[str, Any]]]:
+    """The stored samples behind the board's values (of the runs shown), by (run, model, framework,
+    benchmark, subset); none for a board built from records."""
+    found: dict[tuple[str, str, str, str, str], list[dict[str, Any]]] = {}
+    if board.store is None:
+        return found
+    run_ids = {r.run_id for cell in board.cells() for r in shown_records(cell)}
+    for s in board.store.sample_dicts(run_ids):
+        key = (s["run_id"], s["model"], s["framework"], s["benchmark"], s.get("subset", ""))
+        found.setdefault(key, []).append(s)
+    return found
+
+
+def _judge_text(judge: dict[str, Any] | None) -> str:
+    if not judge:
+        return ""
+    verdict = f"{judge.get('model', '')}: {judge.get('verdict') or ''}".strip()
+    return f"{verdict} — {judge['reasoning']}" if judge.get("reasoning") else verdict
+
+
+def cell_files(board: Board) -> dict[str, str]:
+    """`cells/c<j>.js` per board column j: `bbCell({...})` with each row's provenance (as the
+    provenance table has it), interval and samples (input texts shared across models, by index)."""
+    from leaderboards.evidence import status
+
+    samples = _samples_of_shown(board)
+    names = list(PROVENANCE_COLUMNS.values())
+    files = {}
+    for j, column in enumerate(board.columns):
+        inputs: dict[str, int] = {}
+        rows: dict[str, Any] = {}
+        for row in board.rows:
+            cell = row.cells[column.id]
+            p = board.provenance(cell)
+            found = []
+            for record in shown_records(cell):
+                for s in samples.get(sample_key(record), ()):
+                    raw = s.get("prompt")
+                    if raw is None:
+                        raw = "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in s.get("messages") or [])
+                    score = (s.get("scores") or {}).get(column.metric)
+                    found.append(
+                        [
+                            f"{record.subset}/{s['sample_id']}" if cell.parts else s["sample_id"],
+                            status(s, column.metric),
+                            score,
+                            inputs.setdefault(raw, len(inputs)),
+                            s.get("output") or "",
+                            s.get("extracted") or "",
+                            " | ".join(str(r) for r in s.get("references") or []),
+                            _judge_text(s.get("judge")),
+                            s.get("group") or (record.subset if cell.parts else "") or "",
+                        ]
+                    )
+            rows[row.model] = {
+                "p": [_text(p[k]) for k in PROVENANCE_COLUMNS],
+                "ci": cell.ci_text,
+                "v": cell.value_100 if cell.status == "ok" else None,
+                "s": found,
+            }
+        data = {
+            "j": j,
+            "id": column.id,
+            "framework": column.framework,
+            "bench": f"{column.benchmark}:{column.subset}" if column.subset else column.benchmark,
+            "metric": column.metric,
+            "names": names,
+            "inputs": list(inputs),
+            "rows": rows,
+        }
+        files[f"{CELLS_DIR}/c{j}.js"] = "bbCell(" + json.dumps(data, ensure_ascii=False, separators=(",", ":")) + ");\n"
+    return files
 
 
 # ---- xlsx ------------------------------------------------------------------------------------
@@ -529,6 +633,7 @@ def leaderboard_xlsx(board: Board, path: Path, clean: Any) -> None:
     ws = wb.active
     ws.title = "leaderboard"
     texts = board.table()
+    tips = len(board.rows) * len(board.columns) <= TIP_CELLS  # 20,000 comments took seconds to write
     sheet(ws, board.header(), [])
     for i, (row, text) in enumerate(zip(board.rows, texts, strict=True), start=2):
         values: list[object] = [row.rank if row.rank is not None else text[0], row.model]
@@ -541,7 +646,10 @@ def leaderboard_xlsx(board: Board, path: Path, clean: Any) -> None:
             target = put(ws, i, j, float(fmt(cell.value_100)) if cell.status == "ok" else cell.text)
             if cell.status == "ok" and cell.n_invalid:  # still a number, shown like the CSV's text
                 target.number_format = f'0.00" ({cell.n_invalid} invalid)"'
-            target.comment = Comment(clean(_tip(board.provenance(cell))), "benchbridge")
+            if tips:
+                target.comment = Comment(clean(_tip(board.provenance(cell))), "benchbridge")
+        for j, value in enumerate(text[4 + len(board.columns) :], start=5 + len(board.columns)):
+            put(ws, i, j, value)  # rank range, comparison with the next row, each value's interval
     prov = _provenance_rows(board)
     sheet(
         wb.create_sheet("provenance"),
@@ -613,6 +721,7 @@ def publish(
             "leaderboard.md": leaderboard_md(board, generated),
             "index.html": index_html(board, infos, generated, settings.description if settings else None),
             "README_OPENCOMPASS.md": opencompass_readme(board, infos, settings, generated[:10]),
+            **cell_files(board),
         }
         organization = settings.organization if settings else "benchbridge"
         from leaderboards.every_eval_ever import documents, instance_files

@@ -20,7 +20,8 @@ from leaderboards import publish as publish_module
 from leaderboards.board import open_board
 from leaderboards.every_eval_ever import validate
 from leaderboards.publish import MARKER, Published, publish
-from leaderboards.testing import manifest_for, sample_config, sample_runs, sample_store
+from leaderboards.stats import paired
+from leaderboards.testing import manifest_for, sample_config, sample_runs, sample_samples, sample_store
 from tests.conftest import DATASETS, ROOT
 
 CHROMIUM = os.environ.get("BENCHBRIDGE_CHROMIUM", "/usr/bin/chromium")
@@ -65,13 +66,23 @@ def _hostile_run() -> tuple[dict[str, Any], list[Any]]:
     return manifest_for(run_id, "opencompass", hostile), hostile
 
 
+HOSTILE_OUTPUT = '</div><script>window.__pwned = 9</script><img src=x onerror="window.__pwned = 10">'
+
+
+def _hostile_samples() -> list[Any]:
+    """The hostile model's samples on its OpenCompass cell, the first answering with markup."""
+    _, records = _hostile_run()
+    samples = sample_samples(records[:1])
+    return [samples[0].model_copy(update={"output": HOSTILE_OUTPUT}), *samples[1:]]
+
+
 @pytest.fixture(scope="module")
 def published(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Published]:
     folder = tmp_path_factory.mktemp("publish")
     os.environ["BENCHBRIDGE_PUBLISH_TEST_TOKEN"] = SECRET
     try:
         store = sample_store(folder / "results.sqlite")
-        store.add_run(*_hostile_run())
+        store.add_run(*_hostile_run(), samples=_hostile_samples())
         yield publish(open_board(folder / "results.sqlite", title=TITLE), folder / "board")
     finally:
         del os.environ["BENCHBRIDGE_PUBLISH_TEST_TOKEN"]
@@ -116,9 +127,11 @@ def test_every_file_is_written_and_nothing_else_is_left(published: Published) ->
         "README_OPENCOMPASS.md",
         "provenance.csv",
     } <= names
-    assert (
-        len([n for n in names if n.startswith("every_eval_ever/")]) == 15 + 2
-    )  # one per run x framework x model: the samples, and two hostile models
+    # one per run x framework x model: the samples, and two hostile models; their samples beside them
+    assert len([n for n in names if n.startswith("every_eval_ever/") and n.endswith(".json")]) == 15 + 2
+    assert len([n for n in names if n.endswith(".samples.jsonl")]) == 13 + 1
+    columns = open_board(published.out.parent / "results.sqlite").columns
+    assert len([n for n in names if n.startswith("cells/c")]) == len(columns)
     assert [p.name for p in published.out.parent.iterdir() if p.name.startswith(".")] == []  # no temp dirs
 
 
@@ -174,7 +187,9 @@ def test_hostile_names_show_as_text_and_run_nothing(browser_page: tuple[Any, lis
     assert page.title() == TITLE
     models = page.eval_on_selector_all("#board tbody tr td.model", "tds => tds.map(td => td.textContent)")
     assert SCRIPT_NAME in models and ATTRIBUTE_NAME in models
-    assert page.evaluate("document.scripts.length") == 1  # only the page's own
+    # only the page's own, and the cell files it loaded itself (`cells/c<j>.js`)
+    sources = page.evaluate("Array.from(document.scripts).map(s => s.getAttribute('src'))")
+    assert sources.count(None) == 1 and all(s is None or s.startswith("cells/c") for s in sources)
     assert page.evaluate("document.images.length") == 0
     assert page.locator("#failures").inner_text().count("<b onmouseover=alert(1)>boom</b>") == 1
     assert SECRET not in page.content()
@@ -203,11 +218,96 @@ def test_filters_and_provenance_panel(browser_page: tuple[Any, list[str]]) -> No
     assert detail.is_hidden()
 
 
+def _open_cell(page: Any, model: str, column: str) -> None:
+    """Click a board cell and wait for its samples (or the note that it has none)."""
+    index = page.eval_on_selector_all("#board thead th", f"ths => ths.map(th => th.dataset.key).indexOf({column!r})")
+    page.locator(f'#board tbody tr[data-model="{model}"] td').nth(index).locator("a.v").click()
+    page.wait_for_selector("#evidence .ci-line")
+
+
+def _column_texts(page: Any, selector: str, column: int) -> list[str]:
+    return page.eval_on_selector_all(
+        f"{selector} tbody tr", f"trs => trs.map(tr => tr.cells[{column}].innerText.trim())"
+    )
+
+
+def test_a_cell_opens_into_its_samples_and_filters_to_wrong(
+    published: Published, browser_page: tuple[Any, list[str]]
+) -> None:
+    page, _ = browser_page
+    _open_cell(page, "smollm2-135m", "lm_eval/qa_capitals/exact_match")
+    assert "lm_eval/qa_capitals/exact_match" in page.locator("#detail .where").inner_text()
+    assert _column_texts(page, "#ev-samples", 0) == [f"cap-{i}" for i in range(1, 9)]
+    assert _column_texts(page, "#ev-samples", 1) == ["wrong"] * 2 + ["right"] * 6
+    assert "[40.93, 92.85] n=8" in page.locator("#evidence .ci-line").inner_text()
+    page.select_option("#ev-filter", "wrong")
+    assert _column_texts(page, "#ev-samples", 0) == ["cap-1", "cap-2"]
+    assert _column_texts(page, "#ev-samples", 4) == ["Paris.", "Tokyo."]
+    page.select_option("#ev-filter", "all")
+    page.fill("#ev-search", "peru")
+    assert _column_texts(page, "#ev-samples", 0) == ["cap-7"]
+    page.fill("#ev-search", "")
+    # the same sample across models and across frameworks
+    page.locator("#ev-samples tbody tr").first.locator("button").click()
+    page.wait_for_selector("#ev-frameworks")
+    assert _column_texts(page, "#ev-models", 0) == ["smollm2-135m@tuned", "tiny-random"]
+    assert _column_texts(page, "#ev-frameworks", 0) == ["lm_eval exact_match", "openai_evals accuracy"]
+    assert "Scores differ: different prompt." in page.locator("#ev-sample").inner_text()
+    # the paired comparison is stats.paired's, on the 8 shared samples
+    store = published.board.store
+    assert store is not None
+
+    def scores(model: str) -> dict[str, float]:
+        cell = store.samples(model=model, framework="lm_eval", benchmark="qa_capitals")
+        return {s.sample_id: s.scores["exact_match"] or 0.0 for s in cell}
+
+    want = paired(scores("smollm2-135m"), scores("smollm2-135m@tuned"))
+    assert want is not None
+    row = page.eval_on_selector_all(
+        "#ev-pairs tbody tr", "trs => trs.map(tr => Array.from(tr.cells).map(td => td.innerText.trim()))"
+    )[0]
+    assert row[0] == "smollm2-135m@tuned" and row[4] == "8"
+    assert row[2] == f"{want.diff * 100:+.2f}"
+    assert row[3] == f"[{want.low * 100:+.2f}, {want.high * 100:+.2f}]"
+    assert want.discordant == (0, 1) and float(row[5]) == pytest.approx(want.p_mcnemar, rel=5e-3)
+
+
+def test_the_framework_diff_on_the_page(browser_page: tuple[Any, list[str]]) -> None:
+    page, _ = browser_page
+    _open_cell(page, "smollm2-135m", "openai_evals/qa_capitals/accuracy")
+    page.click("#ev-diff-button")
+    page.wait_for_selector("#ev-diff")
+    assert _column_texts(page, "#ev-diff", 0) == ["cap-1", "cap-2", "cap-7", "cap-8"]
+    assert set(_column_texts(page, "#ev-diff", 1)) == {"different prompt"}
+    first = _column_texts(page, "#ev-diff", 2)[0]
+    assert "exact_match = 0" in first and "accuracy = 1" in first and "Paris." in first
+
+
+def test_a_script_in_a_model_output_is_text(published: Published, browser_page: tuple[Any, list[str]]) -> None:
+    page, _ = browser_page
+    _open_cell(page, SCRIPT_NAME, OC_MCQ)
+    assert HOSTILE_OUTPUT in _column_texts(page, "#ev-samples", 4)
+    assert page.evaluate("typeof window.__pwned") == "undefined"
+    assert page.evaluate("document.images.length") == 0
+    html = published.index_html.read_text(encoding="utf-8")
+    assert "__pwned = 9" not in html and "Tokyo." not in html  # samples are in cells/, not in the page
+
+
+def test_a_cell_without_samples_shows_what_it_has(browser_page: tuple[Any, list[str]]) -> None:
+    page, _ = browser_page
+    _open_cell(page, "smollm2-135m", "lm_eval/qa_zh/exact_match")
+    assert page.locator("#ev-samples").count() == 1  # it has samples
+    _open_cell(page, "tiny-random", OC_MCQ)
+    text = page.locator("#detail").inner_text()
+    assert "95% interval" in text
+
+
 def test_page_loads_nothing_from_the_network_and_a_screenshot_is_kept(
     published: Published, browser_page: tuple[Any, list[str]]
 ) -> None:
     page, requests = browser_page
-    assert requests == [published.index_html.as_uri()]
+    assert requests[0] == published.index_html.as_uri()  # then only the cell files it opened, from disk
+    assert all(r.startswith((published.out / "cells").as_uri() + "/c") for r in requests[1:])
     assert page.locator("section.charts figure > svg").count() == 6 + 5  # per benchmark, per model (hostile too)
     page.reload()  # the page as a visitor first sees it, not after the other tests' clicks
     ARTIFACTS.mkdir(exist_ok=True)
@@ -229,7 +329,7 @@ def test_xlsx_reopens_to_the_csv_values(published: Published) -> None:
             if isinstance(value, int | float):
                 assert value == float(text), (got, want)
             else:
-                assert value == text, (got, want)
+                assert (value or "") == text, (got, want)  # an empty text cell reopens as None
     assert book["leaderboard"]["E2"].comment is not None
     assert SCRIPT_NAME in [row[1] for row in sheet]
 
