@@ -318,14 +318,15 @@ def run(
     from leaderboards.store import ResultsStore
 
     run_id = new_run_id()
+    # Pre-flight: everything checkable is checked before a framework starts or a file is written
+    # (the paths and imports before the cache choice goes into this process's environment).
+    check_run_paths(config)
+    check_python_targets(config)
     configure_cache(config.cache_path, enabled=cache and config.cfg.cache.enabled, session=run_id)
     config_hash = config.config_hash()
     bridges = make_bridges(
         config, only, {"run_id": run_id, "config_hash": config_hash, "force": force, "progress": progress}
     )
-    # Pre-flight: everything checkable is checked before a framework starts or a file is written.
-    check_run_paths(config)
-    check_python_targets(config)
     smoke_python_models(config, progress)
     store = ResultsStore(config.results_db).open()  # creates the schema now: a bad file fails here
     run_dir = config.work_dir / run_id

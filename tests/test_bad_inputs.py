@@ -29,7 +29,7 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -374,13 +374,17 @@ def assert_one_clear_line(err: str, names: str) -> None:
 
 
 @pytest.fixture
-def case_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def case_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     root = tmp_path / "case"
     root.mkdir()
     monkeypatch.chdir(root)
     monkeypatch.delenv("BENCHBRIDGE_SERVE_KEY", raising=False)
     monkeypatch.delenv("BENCHBRIDGE_TEST_UNSET_VAR", raising=False)
-    return root
+    environ = dict(os.environ)
+    yield root
+    # `run` puts its cache choice in the environment for its subprocesses: no case may pass it on.
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
