@@ -79,14 +79,15 @@ def _valued(path: Path) -> frozenset[str]:
 
 def _shape(value: Any, valued: frozenset[str], key: str = "") -> Any:
     """What the schema can tell apart in `value` (see the module docstring); lists keep their distinct
-    item shapes and whether they are empty, one or more (minItems)."""
+    item shapes and whether they are empty, one or more (minItems). Keys keep their order: the same
+    document with its keys in another order is merely validated once more."""
     if isinstance(value, dict):
-        return tuple(sorted((k, _shape(v, valued, k)) for k, v in value.items()))
+        return tuple([(k, _shape(v, valued, k)) for k, v in value.items()])
     if isinstance(value, list):
-        return ("[]", min(len(value), 2), tuple(sorted({repr(_shape(v, valued, key)) for v in value})))
+        return ("[]", min(len(value), 2), tuple(dict.fromkeys([_shape(v, valued, key) for v in value])))
     if key in valued or isinstance(value, bool) or value is None:
-        return (type(value).__name__, value)
-    return type(value).__name__
+        return (type(value), value)
+    return type(value)
 
 
 _VALID_SHAPES: dict[Path, set[Any]] = {}

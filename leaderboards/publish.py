@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -70,6 +71,9 @@ CELLS_DIR = "cells"
 # Boards up to this many cells carry each cell's provenance as a tooltip; bigger ones (a tooltip per
 # cell made a 500 x 40 page several MB) show it when the cell is opened.
 TIP_CELLS = 2000
+# Boards up to this many cells repeat provenance.csv as an xlsx sheet; writing 20,000 rows x 28 columns
+# into xlsx took 4-8 s (openpyxl), so bigger boards' sheet points at provenance.csv instead.
+XLSX_PROVENANCE_CELLS = 5000
 # A temporary folder of a publish whose process is gone is stale at once; one without a process id
 # (written before they carried one) or whose id may have been reused, after these many seconds.
 STALE_SECONDS = 10 * 60
@@ -260,7 +264,14 @@ def _failures(board: Board) -> list[Cell]:
 
 
 def _agreement(board: Board) -> tuple[list[str], list[list[str]]] | None:
-    """The cross-framework agreement table as text (None when no dataset was scored twice)."""
+    """The cross-framework agreement table as text (None when no dataset was scored twice); computed
+    once per board (the Markdown and the page both show it)."""
+    if "_agreement" not in board.__dict__:
+        board.__dict__["_agreement"] = _agreement_table(board)
+    return board.__dict__["_agreement"]
+
+
+def _agreement_table(board: Board) -> tuple[list[str], list[list[str]]] | None:
     from leaderboards.agreement import MAX_DIFF, METRICS, SAMPLES, agreement_table, framework_columns
 
     table = agreement_table(board.records)
@@ -650,12 +661,15 @@ def leaderboard_xlsx(board: Board, path: Path, clean: Any) -> None:
                 target.comment = Comment(clean(_tip(board.provenance(cell))), "benchbridge")
         for j, value in enumerate(text[4 + len(board.columns) :], start=5 + len(board.columns)):
             put(ws, i, j, value)  # rank range, comparison with the next row, each value's interval
-    prov = _provenance_rows(board)
-    sheet(
-        wb.create_sheet("provenance"),
-        list(PROVENANCE_COLUMNS.values()),
-        [[p[k] for k in PROVENANCE_COLUMNS] for p in prov],
-    )
+    if len(board.rows) * len(board.columns) <= XLSX_PROVENANCE_CELLS:
+        prov = _provenance_rows(board)
+        sheet(
+            wb.create_sheet("provenance"),
+            list(PROVENANCE_COLUMNS.values()),
+            [[p[k] for k in PROVENANCE_COLUMNS] for p in prov],
+        )
+    else:
+        sheet(wb.create_sheet("provenance"), ["provenance"], [["one row per cell: provenance.csv, beside this file"]])
     sheet(
         wb.create_sheet("columns"),
         ["column", "framework", "version", "benchmark", "subset", "metric", "judge", "higher_is_better", "in_average"],
@@ -705,6 +719,7 @@ def publish(
     masked = secret_values(key_env_names(m for run in board.runs for m in run.get("models") or []))
     paths = _path_names(board.store_dir)
 
+    @functools.lru_cache(maxsize=200_000)  # a board repeats its names, versions, run ids and dates
     def clean(text: str) -> str:
         text = redact(text, masked)
         for absolute, portable in paths:
@@ -728,7 +743,8 @@ def publish(
 
         docs = documents(board, organization)
         for name, document in docs:
-            texts[f"{EEE_DIR}/{name}"] = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+            # no indent: json's C encoder (an indented dump is pure Python, 6 s for 4,000 documents)
+            texts[f"{EEE_DIR}/{name}"] = json.dumps(document, ensure_ascii=False) + "\n"
         for name, text in instance_files(board, docs):
             texts[f"{EEE_DIR}/{name}"] = text
         for name, text in texts.items():

@@ -45,6 +45,11 @@
       Array.prototype.forEach.call(document.querySelectorAll("[data-fw]"), function (el) {
         if (el.getAttribute("data-fw") === fw) { el.classList.toggle("hidden-fw", !box.checked); }
       });
+      // the interval columns' cells carry no data-fw (a smaller page): hide them by their header's place
+      headers.forEach(function (th, index) {
+        if (!th.classList.contains("ci") || th.getAttribute("data-fw") !== fw) { return; }
+        Array.prototype.forEach.call(tbody.rows, function (r) { r.cells[index].classList.toggle("hidden-fw", !box.checked); });
+      });
     });
   });
 
