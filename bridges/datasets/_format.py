@@ -237,7 +237,8 @@ def load_samples_file(path: Path, kind: Kind | None = None) -> Dataset:
         raise BenchbridgeError(f"{path}: no samples")
     kind = kind or _kind_of(path, objects[0][1])
     samples = read_samples(path, kind)
-    name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in path.stem).strip("_.-")[:MAX_NAME] or "samples"
+    stem = path.parent.name if path.stem == "samples" else path.stem  # ds/samples.jsonl is dataset ds
+    name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in stem).strip("_.-")[:MAX_NAME] or "samples"
     card = DatasetCard(name=name if name[0].isalnum() else f"d{name}", kind=kind)
     return Dataset(card, samples, path.resolve(), hashlib.sha256(path.read_bytes()).hexdigest())
 
