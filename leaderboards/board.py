@@ -789,24 +789,33 @@ def rich_table(board: Board, width: int = 120) -> Table:
         3 + max([len(h), *(len(t[i]) for t in texts)])  # no rows (a run with `models: []`): the header
         for i, h in enumerate(["rank", "model", "average", "cov"] + [""] * len(board.columns))
     ) + sum(max(len(line) for line in _header_lines(board, c)) for c in board.columns)
-    table = Table(title=Text(board.title))
+    def shown(cell: Cell) -> Text:
+        """The value, and under it its 95% interval and n (dim)."""
+        text = Text(cell.text, style=STYLES[cell.status])
+        if cell.ci_text:
+            text.append("\n" + cell.ci_text, style="dim")
+        return text
+
+    caption = "rank range: the ranks the 95% intervals allow; under each value its 95% CI and n"
+    table = Table(title=Text(board.title), caption=caption)
     if wide <= width or not board.rows:
-        for name in ("rank", "model", "average", "cov"):
+        for name in ("rank", "range", "model", "average", "cov"):
             table.add_column(name, justify="left" if name == "model" else "right")
         for c in board.columns:
             table.add_column(Text("\n".join(_header_lines(board, c))), justify="right")
         for row in board.rows:
-            cells = [Text(row.cells[c.id].text, style=STYLES[row.cells[c.id].status]) for c in board.columns]
-            table.add_row(row.rank_text, Text(row.model), fmt(row.average), row.coverage, *cells)
+            cells = [shown(row.cells[c.id]) for c in board.columns]
+            table.add_row(row.rank_text, row.rank_range_text, Text(row.model), fmt(row.average), row.coverage, *cells)
         return table
     table.add_column("column")
     for row in board.rows:
         table.add_column(Text(row.model), justify="right")
     table.add_row("rank", *(row.rank_text for row in board.rows))
+    table.add_row("rank range (95%)", *(row.rank_range_text for row in board.rows))
     table.add_row(f"average ({len(board.average_over)} columns)", *(fmt(row.average) for row in board.rows))
     table.add_row("coverage", *(row.coverage for row in board.rows), end_section=True)
     for c in board.columns:
-        cells = [Text(row.cells[c.id].text, style=STYLES[row.cells[c.id].status]) for row in board.rows]
+        cells = [shown(row.cells[c.id]) for row in board.rows]
         table.add_row(Text(" ".join(_header_lines(board, c))), *cells)
     return table
 

@@ -1,0 +1,74 @@
+"""The board at zoo scale, functionally (the timings are benchmarks/board_scale.py's): work per record is
+bounded, values are their samples' means, and the page stays small with per-column detail files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from statsmodels.stats.proportion import proportion_confint
+
+from leaderboards import board as board_module
+from leaderboards.board import open_board
+from leaderboards.publish import publish
+from leaderboards.testing import zoo_store
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("zoo") / "zoo.sqlite"
+    zoo_store(path, models=12, columns=8, reruns=2, samples_per_cell=20)
+    return path
+
+
+def test_board_work_grows_with_the_records_not_their_square(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    original = board_module._column_of
+
+    def counted(*args: object, **kw: object) -> object:
+        calls["n"] += 1
+        return original(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(board_module, "_column_of", counted)
+    per_record = []
+    for models in (10, 40):
+        path = tmp_path / f"z{models}.sqlite"
+        zoo_store(path, models=models, columns=8, reruns=2)
+        calls["n"] = 0
+        board = open_board(path)
+        assert len(board.rows) == models and len(board.columns) == 8
+        per_record.append(calls["n"] / (models * 8 * 2))
+    assert per_record[0] == per_record[1] <= 3  # the old per-cell scan: models x columns x records
+
+
+def test_zoo_cells_are_their_samples_means_with_wilson_intervals(zoo: Path) -> None:
+    board = open_board(zoo)
+    store = board.store
+    assert store is not None
+    cell = board.cell("model-0003", board.columns[5].id)
+    samples = store.samples(model="model-0003", framework=cell.column.framework, benchmark=cell.column.benchmark)
+    latest = [s for s in samples if s.run_id == cell.record.run_id]  # type: ignore[union-attr]
+    right = sum(s.scores["accuracy"] or 0 for s in latest)
+    assert len(latest) == 20 and cell.n == 20
+    assert cell.value_100 == pytest.approx(right / 20 * 100)
+    assert cell.interval is not None and cell.interval.method == "wilson"
+    assert (cell.interval.low, cell.interval.high) == pytest.approx(proportion_confint(right, 20, method="wilson"))
+    # 12 models 5 points of skill apart on 8 x 20 samples: neighbours cannot be told apart
+    ranges = [row.rank_range for row in board.rows]
+    assert all(r is not None for r in ranges)
+    assert any(r.best < r.worst for r in ranges if r is not None)
+    assert all("shared samples" in row.versus_next for row in board.rows[:-1])
+
+
+def test_the_page_keeps_samples_in_per_column_files(zoo: Path, tmp_path: Path) -> None:
+    out = publish(open_board(zoo), tmp_path / "board").out
+    html = (out / "index.html").read_text(encoding="utf-8")
+    assert "Question 3 of bench001" not in html  # no sample text in the page itself
+    files = sorted((out / "cells").glob("c*.js"))
+    assert len(files) == 8
+    text = files[1].read_text(encoding="utf-8")
+    assert text.startswith("bbCell(") and text.endswith(");\n")
+    data = json.loads(text[len("bbCell(") : -len(");\n")])
+    assert len(data["rows"]) == 12 and all(len(r["s"]) == 20 for r in data["rows"].values())
+    assert len(data["inputs"]) == 20  # each input text once, shared by the 12 models
