@@ -99,7 +99,7 @@ class LoadedConfig:
         self.models: list[ModelSpec] = []
         for i, m in enumerate(cfg.models):
             spec = parse_model_spec(m, where=f"{self.where('models', i)}: models[{i}]")
-            self.models.append(materialize(check_model_paths(spec, f"{self.where('models', i)}: models[{i}]")))
+            self.models.append(materialize(spec))
         names = [m.name for m in self.models]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
@@ -217,21 +217,6 @@ def _environment() -> dict[str, str]:
 
         env = {**{k: v for k, v in dotenv_values(".env").items() if v is not None}, **env}
     return env
-
-
-def check_model_paths(spec: ModelSpec, key: str) -> ModelSpec:
-    """An `hf` model's local folders (path, tokenizer_path, peft_path), and an `openai` model's
-    tokenizer_path, exist before anything runs (hub ids like `org/name` are left to the frameworks)."""
-    from bridges.models._builtin import PREFIX
-    from bridges.models._hf import check_local_path
-
-    for field in ("path", "tokenizer_path", "peft_path"):
-        value = getattr(spec, field, None)
-        if field != "path" and spec.kind == "openai" and isinstance(value, str):
-            check_local_path(value, f"{key}.{field}")  # OpenCompass reads an openai model's tokenizer locally
-        elif spec.kind == "hf" and isinstance(value, str) and not value.startswith(PREFIX):
-            check_local_path(value, f"{key}.{field}")
-    return spec
 
 
 def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> LoadedConfig:

@@ -100,6 +100,7 @@ def prepare(config: LoadedConfig, out: Path, only: list[str] | None = None) -> d
     out = out.resolve()
     check_dir_writable(out, "--out")
     owned = _owned_by_prepare(out)
+    check_models(config)
     bridges = make_bridges(config, only, {"run_id": "prepared", "config_hash": config.config_hash()})
     for bridge in bridges:
         if (out / bridge.name).exists() and bridge.name not in owned:
@@ -107,7 +108,6 @@ def prepare(config: LoadedConfig, out: Path, only: list[str] | None = None) -> d
                 f"--out: {out / bridge.name} exists and was not written by `benchbridge prepare`; "
                 "move it away or give another --out"
             )
-    check_python_targets(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name[:50]}.", dir=out.parent))
     written: dict[str, list[Path]] = {}
@@ -149,14 +149,23 @@ def child_import_paths() -> list[str]:
     return [p for p in (root, os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep)) if p]
 
 
-def check_python_targets(config: LoadedConfig) -> None:
-    """Every `python` model's target (and `imports`) imports and is callable: a typo is one line now,
-    not a failure buried in a framework's log. Imported with the paths the frameworks will have."""
+def check_models(config: LoadedConfig) -> None:
+    """Before anything runs or is prepared: every `python` model's target (and `imports`) imports and
+    is callable, with the paths the frameworks will have; an `hf` model's local folders (path,
+    tokenizer_path, peft_path) and an `openai` model's tokenizer_path exist (hub ids like `org/name`
+    are left to the frameworks). `board` and `publish` load configs too, and need none of this."""
     import sys
 
     from bridges.models import PythonSpec
+    from bridges.models._hf import check_local_path
     from bridges.models._python import resolve_target
 
+    for i, spec in enumerate(config.models):
+        key = f"{config.where('models', i)}: models[{i}]"
+        for attr in ("path", "tokenizer_path", "peft_path"):
+            value = getattr(spec, attr, None)
+            if isinstance(value, str) and (spec.kind == "hf" or attr == "tokenizer_path"):
+                check_local_path(value, f"{key}.{attr}")
     saved = list(sys.path)
     sys.path[:0] = [p for p in child_import_paths() if p not in sys.path]
     try:
@@ -321,7 +330,7 @@ def run(
     # Pre-flight: everything checkable is checked before a framework starts or a file is written
     # (the paths and imports before the cache choice goes into this process's environment).
     check_run_paths(config)
-    check_python_targets(config)
+    check_models(config)
     configure_cache(config.cache_path, enabled=cache and config.cfg.cache.enabled, session=run_id)
     config_hash = config.config_hash()
     bridges = make_bridges(

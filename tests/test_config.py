@@ -113,3 +113,21 @@ def test_model_system_prompt_comes_first_and_keeps_the_datasets_own() -> None:
 def echo_system(batch: list[list[dict[str, str]]]) -> list[str]:
     """A python model answering with the conversation's system message: shows what the layer sent."""
     return [next((m["content"] for m in conv if m["role"] == "system"), "") for conv in batch]
+
+
+def test_missing_weights_fail_prepare_and_run_but_not_loading_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`board CONFIG` and `publish CONFIG` read only the store: they work on a machine without the weights.
+    `prepare` and `run` check the folders before anything starts, naming the config line and key."""
+    from bridges.cli import main
+
+    text = BASE.replace("models:\n", "models:\n  - {name: gone, kind: hf, path: ./no-such-weights}\n", 1)
+    text += "frameworks:\n  lm_eval: {}\n"
+    cfg = load_config(write(tmp_path, text))
+    assert [m.name for m in cfg.models] == ["gone", "keyed"]
+    for argv in (["prepare", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "out")], ["run", str(tmp_path / "run.yaml")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "run.yaml:5: models[0].path: ./no-such-weights: model folder not found" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]
