@@ -24,6 +24,7 @@ with a result in every chosen column get a rank, so a model cannot climb by fail
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -89,7 +90,7 @@ class Column:
     subset: str = ""
     higher_is_better: bool = True
 
-    @property
+    @functools.cached_property  # noqa: B019 - a frozen dataclass's own derived value
     def id(self) -> str:
         bench = f"{self.benchmark}:{self.subset}" if self.subset else self.benchmark
         return f"{self.framework}/{bench}/{self.metric}" + (f"@{self.judge}" if self.judge else "")
@@ -346,14 +347,19 @@ class Board:
 
 
 def _column_of(record: Record, subsets: bool) -> Column:
-    return Column(
-        framework=record.framework,
-        benchmark=record.benchmark,
-        metric=record.metric,
-        judge=record.judge,
-        subset=record.subset if subsets else "",
-        higher_is_better=record.higher_is_better,
+    return _column(
+        record.framework,
+        record.benchmark,
+        record.metric,
+        record.judge,
+        record.subset if subsets else "",
+        record.higher_is_better,
     )
+
+
+@functools.lru_cache(maxsize=100_000)  # one Column (and its id, computed once) per distinct column
+def _column(framework: str, benchmark: str, metric: str, judge: str | None, subset: str, hib: bool) -> Column:
+    return Column(framework, benchmark, metric, judge, subset, hib)
 
 
 def _latest(records: Iterable[Record]) -> Record | None:
@@ -771,6 +777,9 @@ def load(
 
 
 STYLES = {"ok": "", "failed": "bold red", "missing": "dim", "invalid": "yellow"}
+# A terminal shows the first this many rows (the best ranked): drawing 5,000 models took rich 10 s and
+# is read by no one; the published board and `leaderboards.load()` have every row.
+TERMINAL_ROWS = 200
 
 
 def _header_lines(board: Board, column: Column) -> list[str]:
@@ -784,6 +793,11 @@ def rich_table(board: Board, width: int = 120) -> Table:
     from rich.table import Table
     from rich.text import Text
 
+    hidden = len(board.rows) - TERMINAL_ROWS
+    if hidden > 0:
+        from dataclasses import replace
+
+        board = replace(board, rows=board.rows[:TERMINAL_ROWS])
     texts = board.table()
     wide = sum(
         3 + max([len(h), *(len(t[i]) for t in texts)])  # no rows (a run with `models: []`): the header
@@ -797,6 +811,8 @@ def rich_table(board: Board, width: int = 120) -> Table:
         return text
 
     caption = "rank range: the ranks the 95% intervals allow; under each value its 95% CI and n"
+    if hidden > 0:
+        caption += f"; the first {TERMINAL_ROWS} models of {TERMINAL_ROWS + hidden} (every one: `benchbridge publish`)"
     table = Table(title=Text(board.title), caption=caption)
     if wide <= width or not board.rows:
         for name in ("rank", "range", "model", "average", "cov"):
