@@ -22,9 +22,9 @@ from bridges._config import load_config
 from bridges._errors import BenchbridgeError
 from bridges._records import Record
 from bridges._runner import run as run_config
-from bridges.alpaca_eval import AlpacaEvalBridge, alpaca_eval_root, read_board
 from bridges.cli import main
 from bridges.frameworks import RunContext
+from bridges.frameworks.alpaca_eval.bridge import AlpacaEvalBridge, alpaca_eval_root, read_board
 from tests.conftest import DATASETS, ROOT
 
 OPEN = DATASETS / "open_instructions"
@@ -468,6 +468,6 @@ def test_builtin_judge_is_copied_with_its_prompt_and_no_key_written(
 
 
 def test_the_alpaca_eval_module_does_not_import_the_framework() -> None:
-    code = "import sys, bridges.alpaca_eval; print('alpaca_eval' in sys.modules)"
+    code = "import sys, bridges.frameworks.alpaca_eval.bridge; print('alpaca_eval' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"

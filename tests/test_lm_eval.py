@@ -218,7 +218,7 @@ def test_prepared_include_folder_is_what_ran(lm_eval_run: LMEvalRun) -> None:
     readme = (tasks / "README.md").read_text(encoding="utf-8")
     assert f"--include_path {tasks}" in readme
     assert "--tasks bb_qa_capitals,bb_mcq_science_en,bb_qa_zh,bb_ceval_mini" in readme
-    assert f"-m bridges._lm_eval_worker {lm_eval_run.out / 'jobs' / 'keyed.json'}" in readme
+    assert f"-m bridges.frameworks.lm_eval.worker {lm_eval_run.out / 'jobs' / 'keyed.json'}" in readme
     assert not list(tasks.rglob("*open_instructions*"))  # open datasets are not lm-eval's kind
 
 

@@ -30,7 +30,7 @@ from bridges._records import Record
 from bridges.cli import main
 from bridges.datasets import QaSample, import_dataset, import_source, load_dataset
 from bridges.frameworks import RunContext
-from bridges.openai_evals import OpenAIEvalsBridge, read_record_file
+from bridges.frameworks.openai_evals.bridge import OpenAIEvalsBridge, read_record_file
 from tests.conftest import DATASETS
 
 WRONG = ["cap-3", "zh-3", "zh-5", "sci-2", "sci-5"]  # capitals 7/8, qa_zh 4/6, mcq 6/8
@@ -162,7 +162,7 @@ def test_prepare_writes_a_complete_registry(tmp_path: Path, monkeypatch: pytest.
 
     for name in ("keyed", "grader", "remote"):
         fn = yaml.safe_load((reg / "completion_fns" / f"{name}.yaml").read_text("utf-8"))
-        assert fn[f"bb-{name}"]["class"] == "bridges._evals_completion:BenchbridgeCompletionFn"
+        assert fn[f"bb-{name}"]["class"] == "bridges.frameworks.openai_evals.completion:BenchbridgeCompletionFn"
         assert fn[f"bb-{name}"]["args"]["model"] == load_config(cfg).model(name, "x").public_dict()
     readme = (reg / "README.md").read_text("utf-8")
     assert f"oaievalset --registry_path {reg.resolve()} bb-keyed cfg --no-resume" in readme
@@ -542,7 +542,7 @@ def test_tiny_hf_model_on_one_small_eval(tmp_path: Path, tiny_model_path: Path) 
 def test_completion_function_takes_chat_text_and_evals_example_turns() -> None:
     from dataclasses import dataclass
 
-    from bridges._evals_completion import BenchbridgeCompletionFn
+    from bridges.frameworks.openai_evals.completion import BenchbridgeCompletionFn
 
     fn = BenchbridgeCompletionFn(model=keyed_model(), registry=object())  # evals passes registry=
     chat = [

@@ -27,7 +27,7 @@ from bridges._runner import RunOutcome, run
 from bridges.cli import main
 from bridges.datasets import import_dataset
 from bridges.frameworks import RunContext
-from bridges.opencompass import OpenCompassBridge
+from bridges.frameworks.opencompass.bridge import OpenCompassBridge
 from tests.conftest import DATASETS, ROOT
 
 VENV_BIN = Path(sys.executable).parent

@@ -3,9 +3,9 @@
 from bridges.frameworks._base import FRAMEWORKS, Bridge, RunContext, framework
 
 # Built-in bridges, imported on first use so `benchbridge --help` loads no framework.
-FRAMEWORKS.add_lazy("opencompass", "bridges.opencompass:OpenCompassBridge")
-FRAMEWORKS.add_lazy("openai_evals", "bridges.openai_evals:OpenAIEvalsBridge")
-FRAMEWORKS.add_lazy("alpaca_eval", "bridges.alpaca_eval:AlpacaEvalBridge")
-FRAMEWORKS.add_lazy("lm_eval", "bridges.lm_eval:LMEvalBridge")
+FRAMEWORKS.add_lazy("opencompass", "bridges.frameworks.opencompass.bridge:OpenCompassBridge")
+FRAMEWORKS.add_lazy("openai_evals", "bridges.frameworks.openai_evals.bridge:OpenAIEvalsBridge")
+FRAMEWORKS.add_lazy("alpaca_eval", "bridges.frameworks.alpaca_eval.bridge:AlpacaEvalBridge")
+FRAMEWORKS.add_lazy("lm_eval", "bridges.frameworks.lm_eval.bridge:LMEvalBridge")
 
 __all__ = ["FRAMEWORKS", "Bridge", "RunContext", "framework"]

@@ -103,7 +103,7 @@ def _settings(req: ChatRequest) -> tuple[Any, ...]:
 
 
 class BenchbridgeCompletionFn:
-    """`completion_fns/<name>.yaml`: ``class: bridges._evals_completion:BenchbridgeCompletionFn``,
+    """`completion_fns/<name>.yaml`: ``class: bridges.frameworks.openai_evals.completion:BenchbridgeCompletionFn``,
     ``args: {model: <model spec as JSON>}``."""
 
     def __init__(self, model: dict[str, Any], registry: Any = None) -> None:

@@ -39,7 +39,7 @@ offline, else OpenAISDK fetches a tiktoken file to count tokens). `prepare` poin
 upstream; during `run` it asks a loopback endpoint benchbridge serves for the spec
 (`bridges.serve.serving`, model = the spec's name, a random per-run key), so every call goes through the
 model layer (response cache, rate limits, retries) and the secret never reaches OpenCompass;
-any other kind (``python``, third-party kinds) -> `bridges._opencompass_model.BenchbridgeModel`, which
+any other kind (``python``, third-party kinds) -> `bridges.frameworks.opencompass.model.BenchbridgeModel`, which
 calls benchbridge's model layer with the spec serialised as plain JSON in the config. System turns:
 ``hf`` chat models keep OpenCompass's default meta template, which folds a dataset's SYSTEM turn into
 the user turn (safe for chat templates without a system role) while a spec's ``system_prompt`` becomes
@@ -89,7 +89,7 @@ LOG_FILE = "opencompass.log"
 SERVED_API_KEY = secrets.token_urlsafe(24)
 KINDS = {"mcq", "qa"}
 OC = "opencompass"
-CONTAINED_RUNNER = "bridges._opencompass_model.ContainedRunner"
+CONTAINED_RUNNER = "bridges.frameworks.opencompass.model.ContainedRunner"
 RUNNER_TYPES = {
     "local": "opencompass.runners.LocalRunner",
     "slurm": "opencompass.runners.SlurmRunner",
@@ -466,7 +466,7 @@ def served_view(spec: OpenAISpec, base_url: str) -> OpenAISpec:
 def layer_model(spec: ModelSpec, options: OpenCompassOptions) -> dict[str, Any]:
     """Any kind without a native OpenCompass class goes through benchbridge's model layer."""
     return {
-        "type": "bridges._opencompass_model.BenchbridgeModel",
+        "type": "bridges.frameworks.opencompass.model.BenchbridgeModel",
         "abbr": spec.name,
         "spec": spec.public_dict(),
         "max_out_len": _max_out_len(spec, options),

@@ -1,8 +1,9 @@
 """Runs one lm-eval job (one model, its tasks) the way the `lm_eval` CLI does, and saves its files.
 
-`bridges.lm_eval` writes a job JSON per model and runs ``python -m bridges._lm_eval_worker JOB``
-(a subprocess, so a crash or a big model's memory stays out of the caller). This module imports
-lm-eval at its top: it is only imported in that process (or when a caller asks for in-process).
+`bridges.frameworks.lm_eval.bridge` writes a job JSON per model and runs
+``python -m bridges.frameworks.lm_eval.worker JOB`` (a subprocess, so a crash or a big model's memory
+stays out of the caller). This module imports lm-eval at its top: it is only imported in that
+process (or when a caller asks for in-process).
 
 It also registers the ``benchbridge-python`` lm-eval model: a `python` model spec answered through
 the project's model layer (`bridges.models.get_model`). Such a model generates text but cannot
@@ -191,7 +192,7 @@ def run_job(job: dict[str, Any]) -> Path | None:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m bridges._lm_eval_worker JOB.json", file=sys.stderr)
+        print("usage: python -m bridges.frameworks.lm_eval.worker JOB.json", file=sys.stderr)
         return 2
     written = run_job(json.loads(Path(args[0]).read_text(encoding="utf-8")))  # an exception exits 1
     if written is not None:

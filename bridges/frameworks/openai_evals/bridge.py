@@ -14,7 +14,7 @@
   ``bb-`` prefix keeps evals from routing a model named like an OpenAI model (``gpt-4``,
   ``gpt-4o``) to the OpenAI API instead of to our class.
 - ``modelgraded/bb_*.yaml``: our own grader specs, English and Chinese (package data in
-  `bridges/evals_specs/`). evals refuses duplicate names, so they cannot be called ``fact``.
+  `bridges/frameworks/openai_evals/grader_specs/`). evals refuses duplicate names, so they cannot be called ``fact``.
 
 `run(out)` runs one ``oaieval`` process per (model, eval) with the record file inside ``out``
 (``records/<model>/<eval>.jsonl``, log in ``logs/``), and `collect(out)` turns each record file's
@@ -56,9 +56,9 @@ from bridges.models import ModelSpec
 from bridges.models._layer import answer_identity
 from bridges.secrets import referenced_env, scrub_file, scrub_tree, secret_values, spec_secret_names
 
-COMPLETION_FN_CLASS = "bridges._evals_completion:BenchbridgeCompletionFn"
+COMPLETION_FN_CLASS = "bridges.frameworks.openai_evals.completion:BenchbridgeCompletionFn"
 CLASSIFY = "evals.elsuite.modelgraded.classify:ModelBasedClassify"
-SPECS_DIR = Path(__file__).parent / "evals_specs"
+SPECS_DIR = Path(__file__).parent / "grader_specs"
 FN_PREFIX = "bb-"
 KINDS = {"qa", "mcq"}
 DEFAULT_METHODS = {"qa": ["match", "includes", "fuzzy_match"], "mcq": ["match"]}
@@ -660,7 +660,7 @@ def _importable_paths() -> list[str]:
     """What this process can import that a fresh interpreter of the same venv could not: the project,
     the working directory, and PYTHONPATH; so `python` models' modules import in oaieval too."""
     prefixes = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
-    paths = [str(Path(__file__).resolve().parent.parent), os.getcwd()]
+    paths = [str(Path(__file__).resolve().parents[3]), os.getcwd()]  # [3]: the project root
     for entry in sys.path:
         p = Path(entry or os.getcwd()).resolve()
         if p.is_dir() and not any(p.is_relative_to(prefix) for prefix in prefixes):

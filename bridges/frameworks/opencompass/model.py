@@ -1,4 +1,4 @@
-"""Code that runs INSIDE OpenCompass processes (imported by the configs `bridges.opencompass` writes).
+"""Code that runs INSIDE OpenCompass processes (imported by the configs that `.bridge` writes).
 
 - `BenchbridgeModel`: an OpenCompass model whose `generate` goes through benchbridge's model layer,
   so `python` models (and anything else the layer serves) are reachable from OpenCompass.

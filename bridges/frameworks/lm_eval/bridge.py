@@ -15,7 +15,7 @@ Layout of a prepared / run folder (`<out>/lm_eval/`):
   - A dataset with several subjects is a group (aggregated acc, weighted by size) with one task
     per subject; the ``bb_`` prefix keeps our names apart from lm-eval's built-in tasks.
 - ``jobs/<model>.json``: what ``benchbridge run`` runs for each model
-  (``python -m bridges._lm_eval_worker jobs/<model>.json`` reproduces it).
+  (``python -m bridges.frameworks.lm_eval.worker jobs/<model>.json`` reproduces it).
 - ``results/<model>/``: lm-eval's own ``results_<date>.json`` and ``samples_<task>_<date>.jsonl``,
   the process log, and ``skipped.json`` (tasks the model could not run, with the reason).
 
@@ -62,7 +62,7 @@ RESULTS_DIR = "results"
 LOG_FILE = "lm_eval.log"
 STATUS_FILE = "status.json"
 KINDS = {"mcq", "qa"}
-PYTHON_LM = "benchbridge-python"  # registered by bridges._lm_eval_worker
+PYTHON_LM = "benchbridge-python"  # registered by bridges.frameworks.lm_eval.worker
 # The key of the loopback endpoint a run serves `openai` models on: random per process (per run), so another
 # local user cannot ask the model, and its upstream on the operator's key, through it. The layer reads the real key.
 SERVED_API_KEY = secrets.token_urlsafe(24)
@@ -484,7 +484,7 @@ class LMEvalBridge(Bridge):
     def cli_command(self, job: dict[str, Any], job_path: Path) -> str:
         """The `lm_eval` command line equal to `job` (or the worker command for layer-backed models)."""
         if job["model"] == PYTHON_LM:
-            return f"{shlex.quote(sys.executable)} -m bridges._lm_eval_worker {shlex.quote(str(job_path))}"
+            return f"{shlex.quote(sys.executable)} -m bridges.frameworks.lm_eval.worker {shlex.quote(str(job_path))}"
         native = self.natives[job["model_name"]]
         seed = job["seed"]
         parts = [
@@ -539,7 +539,7 @@ class LMEvalBridge(Bridge):
             "```",
             "",
             "Jobs for `python` models run through benchbridge's model layer, registered as the lm-eval",
-            f"model `{PYTHON_LM}` by `bridges._lm_eval_worker` (the plain `lm_eval` CLI does not know it).",
+            f"model `{PYTHON_LM}` by `bridges.frameworks.lm_eval.worker` (the plain `lm_eval` CLI does not know it).",
             "",
         ]
         return _write_text(tasks_dir / "README.md", "\n".join(lines))
@@ -572,7 +572,7 @@ class LMEvalBridge(Bridge):
             if value:
                 env[target] = value
         env.update(native.env_values)
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[3])  # the project: bridges/frameworks/lm_eval/bridge.py
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         return env
 
@@ -585,7 +585,7 @@ class LMEvalBridge(Bridge):
         # A python model's ${VAR} args reach the worker through its environment, never the job file.
         env = {**self._child_env(self.natives[spec.name]), **referenced_env([spec])}
         if self.options.isolation == "in-process":
-            from bridges._lm_eval_worker import run_job
+            from bridges.frameworks.lm_eval.worker import run_job
 
             with _environ(env):
                 try:
@@ -597,7 +597,7 @@ class LMEvalBridge(Bridge):
             with (results / LOG_FILE).open("w", encoding="utf-8") as log:
                 try:
                     proc = subprocess.run(
-                        [sys.executable, "-m", "bridges._lm_eval_worker", str(job_path)],
+                        [sys.executable, "-m", "bridges.frameworks.lm_eval.worker", str(job_path)],
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         env=env,

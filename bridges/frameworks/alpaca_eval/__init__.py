@@ -1,0 +1,1 @@
+"""AlpacaEval: `bridge` writes outputs and annotator configs and runs `alpaca_eval`."""

@@ -1,0 +1,1 @@
+"""OpenCompass: `bridge` writes and runs its configs; `model` runs inside OpenCompass's processes."""
