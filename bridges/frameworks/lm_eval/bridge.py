@@ -35,6 +35,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -70,75 +71,19 @@ SERVED_API_KEY = secrets.token_urlsafe(24)
 # The primary lm-eval result key ("metric,filter") per task variant.
 PRIMARY = {"loglikelihood": "acc,none", "generate_mcq": "exact_match,letter", "qa": "exact_match,strip"}
 
-# Punctuation exact_match ignores beyond ASCII (its ignore_punctuation covers only string.punctuation):
-# general punctuation (quotes, dashes, ellipsis), CJK symbols (。、「」) and full-width forms (，！？：).
-NON_ASCII_PUNCTUATION = r"[\u2010-\u205e\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]"
-
-MCQ_LETTERS_PROMPT = (
-    "{{ question.strip() }}\n{% for choice in choices %}{{ letters[loop.index0] }}. {{ choice }}\n{% endfor %}Answer:"
-)
+# The native task templates (lm-eval's `_*_template_yaml` convention: data, not tasks), copied into the
+# include folder; each task YAML `include:`s one of them.
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+TEMPLATES = sorted(p.name for p in TEMPLATES_DIR.glob("_bb_*_template_yaml"))
+# The letters prompt of the log-likelihood mcq variant is the generation variant's, defined in its template.
+MCQ_LETTERS_PROMPT: str = yaml.safe_load((TEMPLATES_DIR / "_bb_mcq_gen_template_yaml").read_text("utf-8"))[
+    "doc_to_text"
+]
 MCQ_FORMATS: dict[str, dict[str, Any]] = {
     # MMLU-style: options listed with letters, the letters scored (as lm-eval's own mmlu task).
     "letters": {"doc_to_text": MCQ_LETTERS_PROMPT, "doc_to_choice": "letters"},
     # ARC-style cloze: the option texts themselves scored, where acc_norm (length-normalised) differs.
     "cloze": {"doc_to_text": "Question: {{ question.strip() }}\nAnswer:", "doc_to_choice": "choices"},
-}
-
-TEMPLATES: dict[str, dict[str, Any]] = {
-    "_bb_mcq_template_yaml": {
-        "output_type": "multiple_choice",
-        "test_split": "test",
-        "doc_to_target": "answer",
-        "metric_list": [
-            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
-            {"metric": "acc_norm", "aggregation": "mean", "higher_is_better": True},
-        ],
-        "metadata": {"version": 1.0, "generator": "benchbridge"},
-    },
-    "_bb_mcq_gen_template_yaml": {
-        "output_type": "generate_until",
-        "test_split": "test",
-        "doc_to_text": MCQ_LETTERS_PROMPT,
-        "doc_to_target": "letter",
-        "generation_kwargs": {"until": ["\n\n"], "do_sample": False, "temperature": 0.0, "max_gen_toks": 32},
-        "filter_list": [
-            {
-                "name": "letter",
-                "filter": [
-                    {"function": "remove_whitespace"},
-                    # The answer letter the generation starts with ("B", "(B)", "B. Mercury").
-                    {"function": "regex", "regex_pattern": r"^\W*([A-Z])\b", "group_select": 0},
-                    {"function": "take_first"},
-                ],
-            }
-        ],
-        "metric_list": [
-            {"metric": "exact_match", "aggregation": "mean", "higher_is_better": True, "ignore_case": True}
-        ],
-        "metadata": {"version": 1.0, "generator": "benchbridge"},
-    },
-    "_bb_qa_template_yaml": {
-        "output_type": "generate_until",
-        "test_split": "test",
-        # The dataset's system message: lm-eval's per-doc description, a system message under a chat
-        # template; plain-text prompts get it as a first paragraph.
-        "description": "{% if system %}{{ system }}\n\n{% endif %}",
-        "doc_to_text": "{{ prompt }}",
-        "doc_to_target": "answers",  # a list: lm-eval counts a match against any acceptable answer
-        "generation_kwargs": {"until": ["\n\n"], "do_sample": False, "temperature": 0.0, "max_gen_toks": 256},
-        "filter_list": [{"name": "strip", "filter": [{"function": "remove_whitespace"}, {"function": "take_first"}]}],
-        "metric_list": [
-            {
-                "metric": "exact_match",
-                "aggregation": "mean",
-                "higher_is_better": True,
-                "ignore_case": True,
-                "ignore_punctuation": True,
-                "regexes_to_ignore": [NON_ASCII_PUNCTUATION],
-            }
-        ],
-        "metadata": {"version": 1.0, "generator": "benchbridge"},
-    },
 }
 
 
@@ -547,7 +492,8 @@ class LMEvalBridge(Bridge):
     def prepare(self, out_dir: Path) -> list[Path]:
         out_dir = Path(out_dir).resolve()
         tasks_dir = out_dir / TASKS_DIR
-        written = [_write_yaml(tasks_dir / name, body) for name, body in TEMPLATES.items()]
+        tasks_dir.mkdir(parents=True, exist_ok=True)
+        written = [Path(shutil.copyfile(TEMPLATES_DIR / name, tasks_dir / name)) for name in TEMPLATES]
         for ds in self.datasets:
             written += self._write_dataset(tasks_dir, ds)
         commands = {}

@@ -5,7 +5,7 @@
 - ``data/<dataset>/samples.jsonl``: qa samples keep their chat messages (system prompt + turns) as
   ``input``, ``ideal`` = the acceptable answers; mcq samples become one user turn with lettered
   choices, ``ideal`` = the letter.
-- ``evals/<dataset>.yaml``: one eval ``<dataset>.<method>`` per scoring method (table `METHODS`).
+- ``evals/<dataset>.yaml``: one eval ``<dataset>.<method>`` per scoring method (`methods.yaml`).
 - ``eval_sets/<set>.yaml``: ``<set>`` (evals scored by rule) and ``<set>-modelgraded`` (graded by
   a model): evals' basic evals accept one completion function, model-graded ones take
   ``model,grader``, so one `oaievalset` command cannot run both kinds.
@@ -13,8 +13,8 @@
   `BenchbridgeCompletionFn` with the model spec as its args (env-var names, never secrets). The
   ``bb-`` prefix keeps evals from routing a model named like an OpenAI model (``gpt-4``,
   ``gpt-4o``) to the OpenAI API instead of to our class.
-- ``modelgraded/bb_*.yaml``: our own grader specs, English and Chinese (package data in
-  `bridges/frameworks/openai_evals/grader_specs/`). evals refuses duplicate names, so they cannot be called ``fact``.
+- ``modelgraded/bb_*.yaml``: our own grader specs, English and Chinese (every file of `grader_specs/`
+  beside this module). evals refuses duplicate names, so they cannot be called ``fact``.
 
 `run(out)` runs one ``oaieval`` process per (model, eval) with the record file inside ``out``
 (``records/<model>/<eval>.jsonl``, log in ``logs/``), and `collect(out)` turns each record file's
@@ -57,17 +57,13 @@ from bridges.models._layer import answer_identity
 from bridges.secrets import referenced_env, scrub_file, scrub_tree, secret_values, spec_secret_names
 
 COMPLETION_FN_CLASS = "bridges.frameworks.openai_evals.completion:BenchbridgeCompletionFn"
-CLASSIFY = "evals.elsuite.modelgraded.classify:ModelBasedClassify"
-SPECS_DIR = Path(__file__).parent / "grader_specs"
+SPECS_DIR = Path(__file__).parent / "grader_specs"  # every *.yaml there is copied into the registry
+METHODS_FILE = Path(__file__).parent / "methods.yaml"
 FN_PREFIX = "bb-"
 KINDS = {"qa", "mcq"}
 DEFAULT_METHODS = {"qa": ["match", "includes", "fuzzy_match"], "mcq": ["match"]}
 REGISTRY_DIRS = ("data", "evals", "eval_sets", "completion_fns", "modelgraded")
 _FORMAT = 1  # bump when what a record file means changes, so older ones are not reused
-
-
-CRITERIA_EN = "correctness: Is the submission correct, in agreement with the reference answer?"
-CRITERIA_ZH = "正确性：提交的答案是否正确，并与参考答案一致？"
 
 
 @dataclass(frozen=True)
@@ -95,15 +91,13 @@ class ScoringMethod:
         return args
 
 
-METHODS: dict[str, ScoringMethod] = {
-    "match": ScoringMethod("evals.elsuite.basic.match:Match", "accuracy"),
-    "includes": ScoringMethod("evals.elsuite.basic.includes:Includes", "accuracy"),
-    "fuzzy_match": ScoringMethod("evals.elsuite.basic.fuzzy_match:FuzzyMatch", "accuracy"),
-    "fact": ScoringMethod(CLASSIFY, "score", spec="bb_fact", eval_type="cot_classify"),
-    "fact_zh": ScoringMethod(CLASSIFY, "score", spec="bb_fact_zh"),
-    "closedqa": ScoringMethod(CLASSIFY, "score", spec="bb_closedqa", eval_type="cot_classify", criteria=CRITERIA_EN),
-    "closedqa_zh": ScoringMethod(CLASSIFY, "score", spec="bb_closedqa_zh", criteria=CRITERIA_ZH),
-}
+def _load_methods() -> dict[str, ScoringMethod]:
+    """The scoring methods: `methods.yaml`, data beside the grader specs it names."""
+    table = yaml.safe_load(METHODS_FILE.read_text(encoding="utf-8"))
+    return {str(name): ScoringMethod(**fields) for name, fields in table.items()}
+
+
+METHODS: dict[str, ScoringMethod] = _load_methods()
 
 MCQ_INSTRUCTION = "Answer with the letter of the correct option only."
 
