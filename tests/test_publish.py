@@ -209,6 +209,7 @@ def test_filters_and_provenance_panel(browser_page: tuple[Any, list[str]]) -> No
     cell = page.locator('#board tbody tr[data-model="smollm2-135m"] td[data-fw="opencompass"] a.v').last
     assert "opencompass 0.5.4" in (cell.get_attribute("title") or "")
     cell.click()
+    page.wait_for_selector("#evidence .ci-line")  # the cell's file is read after the click
     detail = page.locator("#detail")
     assert detail.is_visible()
     text = detail.inner_text()
