@@ -18,8 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bridges._errors import BenchbridgeError
 from bridges._files import MAX_NAME, YamlDoc, loc_text, read_yaml
 from bridges.datasets import Dataset, load_dataset
-from bridges.models import ModelSpec, parse_model_spec
-from bridges.models._builtin import materialize
+from bridges.models import ModelSpec, materialize, parse_model_spec
 from bridges.secrets import remember_secret_name
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -210,7 +209,8 @@ def _interpolate(value: Any, path: Path, key: str, env: dict[str, str], keep_ref
     return value
 
 
-def _environment() -> dict[str, str]:
+def config_environment() -> dict[str, str]:
+    """The variables a config's `${VAR}` and `api_key_env` see: the environment over `./.env`."""
     env = dict(os.environ)
     if Path(".env").is_file():
         from dotenv import dotenv_values
@@ -225,7 +225,7 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
     raw = doc.data
     if not isinstance(raw, dict):
         raise BenchbridgeError(f"{path}: expected a mapping at the top level (name, models, datasets, frameworks)")
-    raw = _interpolate(raw, path, "", _environment())
+    raw = _interpolate(raw, path, "", config_environment())
     for k, v in (overrides or {}).items():
         raw[k] = v
     try:

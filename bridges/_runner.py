@@ -18,10 +18,9 @@ from typing import Any
 from bridges._config import LoadedConfig
 from bridges._errors import BenchbridgeError, FrameworkFailure
 from bridges._files import check_dir_writable, path_kind
-from bridges._records import Record, failure, now_iso
 from bridges.frameworks import FRAMEWORKS, Bridge, RunContext
-from bridges.models import CacheReport, cache_report, configure_cache
-from bridges.models._cache import ENV_SESSION
+from bridges.models import ENV_SESSION, CacheReport, cache_report, configure_cache
+from bridges.records import Record, failure, now_iso
 from bridges.secrets import scrub_tree, spec_secret_names
 
 KEY_PACKAGES = ("benchbridge", "torch", "transformers", "datasets", "numpy", "pandas")
@@ -156,9 +155,7 @@ def check_models(config: LoadedConfig) -> None:
     are left to the frameworks). `board` and `publish` load configs too, and need none of this."""
     import sys
 
-    from bridges.models import PythonSpec
-    from bridges.models._hf import check_local_path
-    from bridges.models._python import resolve_target
+    from bridges.models import PythonSpec, check_local_path, resolve_target
 
     for i, spec in enumerate(config.models):
         key = f"{config.where('models', i)}: models[{i}]"

@@ -70,6 +70,15 @@ def dotenv_values() -> dict[str, str]:
         return {}  # unreadable: masking must never be what fails (it runs on every error we print)
 
 
+def read_secret(name: str) -> str | None:
+    """An environment variable, else the same key in `./.env`. Never written anywhere by us: from now on
+    its value is masked in what this process writes or prints."""
+    remember_secret_name(name)
+    if os.environ.get(name):
+        return os.environ[name]
+    return dotenv_values().get(name) or None
+
+
 def secret_values(extra_names: Iterable[str] = (), env: Mapping[str, str] | None = None) -> list[str]:
     """Values of secret-looking (or named) variables from the environment and `.env`, longest first."""
     source = {**dotenv_values(), **(dict(os.environ) if env is None else dict(env))}

@@ -807,11 +807,11 @@ def option_number(text: str, flag: str, low: float, high: float) -> float:
 def key_from_env(name: str | None) -> str | None:
     """The key `serve` requires: `$NAME` for `--api-key-env NAME`, else `$BENCHBRIDGE_SERVE_KEY` if set and not
     empty, else None. `.env` counts as environment, as for every other secret."""
-    from bridges._config import _environment
+    from bridges._config import config_environment
 
     if name:
         remember_secret_name(name)  # masked wherever it could show, even when its name does not look secret
-    key = _environment().get(name or SERVE_KEY_ENV) or None
+    key = config_environment().get(name or SERVE_KEY_ENV) or None
     where = f"--api-key-env {name}" if name else SERVE_KEY_ENV
     if name and key is None:
         raise BenchbridgeError(

@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from bridges._records import Record
+from bridges.records import Record
 from leaderboards.store import latest_per_cell
 
 if TYPE_CHECKING:

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from bridges._errors import BenchbridgeError
-from bridges._records import Record
+from bridges import BenchbridgeError
+from bridges.records import Record
 from leaderboards.stats import Z95, Interval, Paired, RankRange, paired, rank_ranges, sample_interval, stderr_interval
 from leaderboards.store import ResultsStore, SampleScores, latest_per_cell
 
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from rich.table import Table
 
-    from bridges._config import LoadedConfig
+    from bridges import LoadedConfig
 
 RANK_RANGE = "rank range"
 VERSUS_NEXT = "vs next"
@@ -757,7 +757,7 @@ def board_from_cli(config_path: str | None, db: str | None, **options: Any) -> t
         raise BenchbridgeError("give a run config or --db PATH (exactly one of them)")
     options = {k: v for k, v in options.items() if v is not None}
     if config_path is not None:
-        from bridges._config import load_config
+        from bridges import load_config
 
         config = load_config(config_path)
         return board_for_config(config, **options), config

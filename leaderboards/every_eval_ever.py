@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bridges._records import Record
+from bridges.records import Record
 from leaderboards.board import Board, all_invalid, invalid_counts
 
 SCHEMA_FILE = Path(__file__).parent / "schemas" / "every_eval_ever.eval.schema.json"

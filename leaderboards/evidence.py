@@ -16,8 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bridges._errors import BenchbridgeError
-from bridges._records import Record, Sample
+from bridges import BenchbridgeError
+from bridges.records import Record, Sample
 from leaderboards.store import ResultsStore, latest_per_cell
 
 Status = Literal["right", "wrong", "partial", "invalid", "unscored"]
@@ -172,7 +172,7 @@ def store_from_cli(config_path: str | None, db: str | None) -> ResultsStore:
     if (config_path is None) == (db is None):
         raise BenchbridgeError("give a run config or --db PATH (exactly one of them)")
     if config_path is not None:
-        from bridges._config import load_config
+        from bridges import load_config
 
         return ResultsStore(load_config(config_path).results_db).require()
     return ResultsStore(str(db)).require()

@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from bridges._errors import BenchbridgeError
-from bridges._records import now_iso
+from bridges import BenchbridgeError
+from bridges.records import now_iso
 from leaderboards import charts
 from leaderboards._secrets import key_env_names, redact, secret_values
 from leaderboards.board import (
@@ -62,7 +62,7 @@ from leaderboards.board import (
 )
 
 if TYPE_CHECKING:
-    from bridges._config import LoadedConfig, PublishSettings
+    from bridges import LoadedConfig, PublishSettings
     from bridges.datasets import Dataset
 
 MARKER = ".benchbridge-board"  # marks a folder `publish` made, so it may replace it

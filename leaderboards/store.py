@@ -20,9 +20,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bridges._errors import BenchbridgeError
-from bridges._records import Record, Sample
-from bridges._sqlite import connect_wal
+from bridges import BenchbridgeError
+from bridges.records import Record, Sample
+from bridges.sqlite import connect_wal
 from leaderboards._secrets import key_env_names, redact, secret_values
 
 # 2 added the samples table; a version-1 store gets it (empty) the next time it is opened.

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from bridges._records import Judgement, Record, Sample, failure
+from bridges.records import Judgement, Record, Sample, failure
 from leaderboards.store import ResultsStore
 
 VERSIONS = {"opencompass": "0.5.4", "lm_eval": "0.4.13", "openai_evals": "3.0.1.post1", "alpaca_eval": "0.6.6"}

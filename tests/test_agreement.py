@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from bridges._records import Record
+from bridges.records import Record
 from leaderboards.agreement import MAX_DIFF, agreement_markdown, agreement_table, framework_columns
 
 

@@ -18,13 +18,12 @@ from typing import Any
 import pytest
 import yaml
 
-from bridges._config import load_config
-from bridges._errors import BenchbridgeError
-from bridges._records import Record
-from bridges._runner import run as run_config
+from bridges import BenchbridgeError, load_config
+from bridges import run as run_config
 from bridges.cli import main
 from bridges.frameworks import RunContext
 from bridges.frameworks.alpaca_eval.bridge import AlpacaEvalBridge, alpaca_eval_root, read_board
+from bridges.records import Record
 from tests.conftest import DATASETS, ROOT
 
 OPEN = DATASETS / "open_instructions"

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import leaderboards
-from bridges._errors import BenchbridgeError
+from bridges import BenchbridgeError
 from bridges.cli import main
 from leaderboards.board import board_for_config, build_board
 from leaderboards.testing import JUDGE, sample_config, sample_records, sample_store
@@ -192,7 +192,7 @@ def test_board_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_board_of_a_config_reads_its_runs_and_lists_its_models(tmp_path: Path) -> None:
-    from bridges._config import load_config
+    from bridges import load_config
 
     sample_store(tmp_path / "results.sqlite")
     config = sample_config(tmp_path, [SMOL, "not-run-yet"], {"average_over": ["lm_eval/*", OC_MCQ]})

@@ -3,7 +3,7 @@ contestants, `--db` and the config rank one store alike, the CLI prints the boar
 `benchbridge --version`, and a store holding a run with no models still makes a board.
 
 Stores are built in-process with records shaped like the ones each bridge's `collect` writes
-(field names and `extra` keys as in `bridges/openai_evals.py` and `bridges/alpaca_eval.py`)."""
+(field names and `extra` keys as in `bridges/frameworks/openai_evals/bridge.py` and `.../alpaca_eval/bridge.py`)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,9 @@ import pytest
 import yaml
 from rich.console import Console
 
-from bridges._config import load_config
-from bridges._records import Record
-from bridges._runner import FrameworkOutcome, RunOutcome
+from bridges import FrameworkOutcome, RunOutcome, load_config
 from bridges.cli import main, records_table
+from bridges.records import Record
 from leaderboards.agreement import agreement_table
 from leaderboards.board import board_from_cli, build_board, open_board
 from leaderboards.publish import publish

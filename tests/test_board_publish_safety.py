@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bridges._records import Record
+from bridges.records import Record
 from leaderboards.board import open_board
 from leaderboards.publish import STALE_SECONDS, neutralise, publish
 from leaderboards.store import ResultsStore

@@ -49,3 +49,79 @@ def test_lm_eval_templates_are_copied_byte_for_byte_and_included_by_every_task(t
     letters = yaml.safe_load((tasks / "mcq_science_en" / "bb_mcq_science_en.yaml").read_text("utf-8"))
     gen = yaml.safe_load((templates / "_bb_mcq_gen_template_yaml").read_text("utf-8"))
     assert letters["doc_to_text"] == gen["doc_to_text"] and letters["doc_to_choice"] == "letters"
+
+
+# ------------------------------------------------------------------ public API and private imports
+
+SOURCE_PACKAGES = ("bridges", "leaderboards", "benchmarks", "scripts")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def private_owner(dotted: str) -> str | None:
+    """For `a.b._c.d`, the package or module a private name belongs to (`a.b`); None if all public."""
+    parts = dotted.split(".")
+    owner = None
+    for i, part in enumerate(parts):
+        if part.startswith("_") and not part.startswith("__"):
+            owner = ".".join(parts[:i])
+    return owner
+
+
+def cross_package_private_imports(path: Path) -> list[str]:
+    """Imports in `path` of a private name (`_x`) whose owner does not contain the importing module."""
+    import ast
+
+    me = module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text("utf-8"), str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: resolved against this module's package
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = [f"{base}.{a.name}" for a in node.names]
+        for dotted in names:
+            owner = private_owner(dotted)
+            if owner is not None and not (me == owner or me.startswith(owner + ".")):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {dotted}")
+    return found
+
+
+def test_private_owner_examples() -> None:
+    assert private_owner("bridges.models._hf.check_local_path") == "bridges.models"
+    assert private_owner("bridges._config._environment") == "bridges._config"
+    assert private_owner("bridges.records.Record") is None
+    assert private_owner("bridges.__version__") is None
+
+
+def test_no_module_imports_another_packages_private_names() -> None:
+    """`leaderboards` uses only public names of `bridges` (and the reverse); a subpackage such as
+    `bridges.frameworks.lm_eval` uses only public names of `bridges.models`; `bridges._config`'s private
+    helpers stay in that module. Tests may look inside (they test the private units)."""
+    found = [
+        hit
+        for package in SOURCE_PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for hit in cross_package_private_imports(path)
+    ]
+    assert found == []
+
+
+def test_the_public_api_is_exported_and_documented() -> None:
+    import bridges
+
+    for name in ("run", "prepare", "load_config", "Record", "Sample", "FRAMEWORKS", "MODEL_KINDS", "IMPORTERS",
+                 "framework", "importer", "python_model", "BenchbridgeError", "FrameworkFailure", "RunOutcome"):
+        assert name in bridges.__all__ and getattr(bridges, name) is not None, name
+        assert name in (bridges.__doc__ or ""), f"{name} is exported but the package docstring does not say so"
+    assert bridges.run.__module__ == "bridges._runner" and bridges.run.__doc__
+    assert bridges.FRAMEWORKS.get("lm_eval").__module__ == "bridges.frameworks.lm_eval.bridge"
+

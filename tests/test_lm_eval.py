@@ -16,12 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from bridges._config import LoadedConfig, load_config
-from bridges._errors import BenchbridgeError
-from bridges._records import Record
-from bridges._runner import RunOutcome, prepare, run
+from bridges import BenchbridgeError, LoadedConfig, RunOutcome, load_config, prepare, run
 from bridges.frameworks import FRAMEWORKS
 from bridges.models import parse_model_spec
+from bridges.records import Record
 from tests.conftest import DATASETS
 
 KEYED_DATASETS = ["qa_capitals", "mcq_science_en", "qa_zh"]

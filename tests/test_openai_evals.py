@@ -24,13 +24,12 @@ from typing import Any
 import pytest
 import yaml
 
-from bridges._config import load_config
-from bridges._errors import BenchbridgeError
-from bridges._records import Record
+from bridges import BenchbridgeError, load_config
 from bridges.cli import main
 from bridges.datasets import QaSample, import_dataset, import_source, load_dataset
 from bridges.frameworks import RunContext
 from bridges.frameworks.openai_evals.bridge import OpenAIEvalsBridge, read_record_file
+from bridges.records import Record
 from tests.conftest import DATASETS
 
 WRONG = ["cap-3", "zh-3", "zh-5", "sci-2", "sci-5"]  # capitals 7/8, qa_zh 4/6, mcq 6/8

@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bridges import load_config
-from bridges._runner import RunOutcome, prepare, run
+from bridges import RunOutcome, load_config, prepare, run
 from bridges.loopback import LoopbackUpstream
 from leaderboards.store import ResultsStore
 from tests.conftest import DATASETS

@@ -20,14 +20,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridges._config import load_config
-from bridges._errors import BenchbridgeError
-from bridges._records import Record
-from bridges._runner import RunOutcome, run
+from bridges import BenchbridgeError, RunOutcome, load_config, run
 from bridges.cli import main
 from bridges.datasets import import_dataset
 from bridges.frameworks import RunContext
 from bridges.frameworks.opencompass.bridge import OpenCompassBridge
+from bridges.records import Record
 from tests.conftest import DATASETS, ROOT
 
 VENV_BIN = Path(sys.executable).parent

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bridges._errors import BenchbridgeError
+from bridges import BenchbridgeError
 from bridges.cli import main
 from leaderboards import publish as publish_module
 from leaderboards.board import open_board
@@ -441,8 +441,7 @@ def test_publish_command_with_a_config(tmp_path: Path, capsys: pytest.CaptureFix
 def test_a_real_run_leaks_no_secret_into_work_dir_or_board(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """lm-eval through the runner: a keyed model called in-process and the same model behind
     `benchbridge serve`, reached with an API key from the environment; then publish, then grep."""
-    from bridges._config import load_config
-    from bridges._runner import run
+    from bridges import load_config, run
     from bridges.models import parse_model_spec
     from bridges.serve import serving
     from leaderboards.publish import publish_config

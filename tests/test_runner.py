@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bridges import load_config
-from bridges._runner import run
+from bridges import load_config, run
 from leaderboards import ResultsStore, load
 from tests.conftest import DATASETS, ROOT
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from bridges._config import load_config
+from bridges import load_config
 from bridges.cli import main
 from bridges.models import ChatRequest, ModelRequestRejected, parse_model_spec
 from bridges.models._openai import OpenAIBackend

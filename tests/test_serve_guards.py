@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bridges._errors import BenchbridgeError
+from bridges import BenchbridgeError
 from bridges.models import parse_model_spec
 from bridges.serve import is_loopback, serving
 from tests._alpaca_models import EchoModel
@@ -473,7 +473,7 @@ def test_endpoints_a_run_serves_need_the_runs_random_key(
     }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config), "utf-8")
-    module = importlib.import_module(f"bridges.{framework}")
+    module = importlib.import_module(f"bridges.frameworks.{framework}.bridge")
     bridge_class = {"opencompass": "OpenCompassBridge", "lm_eval": "LMEvalBridge", "alpaca_eval": "AlpacaEvalBridge"}
     bridge = getattr(module, bridge_class[framework])(RunContext(load_config(path), "run", "hash"))
     served: dict[str, Any] = {}

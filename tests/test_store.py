@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bridges._errors import BenchbridgeError
-from bridges._records import Record
+from bridges import BenchbridgeError
+from bridges.records import Record
 from leaderboards.board import open_board
 from leaderboards.store import ResultsStore, cell_key, latest_per_cell
 from leaderboards.testing import sample_records, sample_runs, sample_store

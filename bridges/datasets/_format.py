@@ -160,7 +160,7 @@ def _write_jsonl(path: Path, samples: Iterable[BaseModel]) -> None:
             fh.write(json.dumps(s.model_dump(exclude_none=True), ensure_ascii=False) + "\n")
 
 
-def _first_error(exc: ValidationError) -> str:
+def first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"]) or "(sample)"
     return f"{loc}: {err['msg']}"
@@ -192,7 +192,7 @@ def read_samples(path: Path, kind: Kind) -> list[Sample]:
         try:
             sample = model.model_validate(raw)
         except ValidationError as exc:
-            raise BenchbridgeError(f"{where(path, lineno)}: {_first_error(exc)}") from None
+            raise BenchbridgeError(f"{where(path, lineno)}: {first_error(exc)}") from None
         if sample.id in seen:
             raise BenchbridgeError(
                 f"{where(path, lineno)}: id: duplicate id {sample.id!r} (first on line {seen[sample.id]})"

@@ -28,7 +28,7 @@ from bridges.datasets._format import (
     OpenSample,
     QaSample,
     Sample,
-    _first_error,
+    first_error,
     read_jsonl_objects,
 )
 
@@ -64,14 +64,14 @@ def _card(name: str, kind: str, source: Path, **options: Any) -> DatasetCard:
     try:
         return DatasetCard(name=name, kind=kind, **fields)
     except ValidationError as exc:
-        raise BenchbridgeError(f"dataset card: {_first_error(exc)}") from None
+        raise BenchbridgeError(f"dataset card: {first_error(exc)}") from None
 
 
 def _validated(model: type, raw: dict[str, Any], path: Path, line: int) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise BenchbridgeError(f"{where(path, line)}: {_first_error(exc)}") from None
+        raise BenchbridgeError(f"{where(path, line)}: {first_error(exc)}") from None
 
 
 def _read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:

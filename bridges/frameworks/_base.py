@@ -12,8 +12,8 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from bridges._config import LoadedConfig
-from bridges._records import Record
 from bridges._registry import Registry
+from bridges.records import Record
 
 
 @dataclass

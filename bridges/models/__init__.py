@@ -1,8 +1,25 @@
 """Model specs and the one model layer every bridge calls."""
 
-from bridges.models._cache import CacheReport, cache_report, configure_cache, default_cache_path, response_cache
-from bridges.models._layer import ChatRequest, ChatResponse, Model, TokenLogprob, as_messages, get_model
-from bridges.models._python import python_model
+from bridges.models._builtin import materialize
+from bridges.models._cache import (
+    ENV_SESSION,
+    CacheReport,
+    cache_report,
+    configure_cache,
+    default_cache_path,
+    response_cache,
+)
+from bridges.models._hf import check_local_path
+from bridges.models._layer import (
+    ChatRequest,
+    ChatResponse,
+    Model,
+    TokenLogprob,
+    answer_identity,
+    as_messages,
+    get_model,
+)
+from bridges.models._python import python_model, resolve_target
 from bridges.models._spec import (
     MODEL_KINDS,
     Generation,
@@ -17,6 +34,7 @@ from bridges.models._spec import (
 from bridges.models._types import ModelRequestRejected, ModelUnavailable, RetryableModelError
 
 __all__ = [
+    "ENV_SESSION",
     "MODEL_KINDS",
     "CacheReport",
     "ChatRequest",
@@ -33,12 +51,16 @@ __all__ = [
     "PythonSpec",
     "RetryableModelError",
     "TokenLogprob",
+    "answer_identity",
     "as_messages",
     "cache_report",
+    "check_local_path",
     "configure_cache",
     "default_cache_path",
     "get_model",
+    "materialize",
     "parse_model_spec",
     "python_model",
+    "resolve_target",
     "response_cache",
 ]

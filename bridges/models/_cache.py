@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from bridges._errors import BenchbridgeError
-from bridges._sqlite import connect_wal
 from bridges.models._types import ChatResponse, TokenLogprob
+from bridges.sqlite import connect_wal
 
 ENV_PATH = "BENCHBRIDGE_CACHE"
 ENV_DISABLED = "BENCHBRIDGE_NO_CACHE"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import ssl
 from datetime import UTC, datetime
@@ -21,17 +20,7 @@ from bridges.models._types import (
     RetryableModelError,
     TokenLogprob,
 )
-from bridges.secrets import dotenv_values, redact, remember_secret_name, secret_values
-
-
-def read_secret(name: str) -> str | None:
-    """An environment variable, else the same key in `./.env`. Never written anywhere by us: from now on
-    its value is masked in what this process writes or prints (`bridges.secrets`)."""
-    remember_secret_name(name)
-    if os.environ.get(name):
-        return os.environ[name]
-    return dotenv_values().get(name) or None
-
+from bridges.secrets import read_secret, redact, secret_values
 
 # Worth another try (the OpenAI SDK's own choice); any other 4xx is a request a retry cannot fix.
 RETRY_STATUS = frozenset({408, 409, 429})

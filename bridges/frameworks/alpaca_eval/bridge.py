@@ -45,13 +45,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from bridges._errors import BenchbridgeError
-from bridges._records import Record, failure
 from bridges.datasets import Dataset, OpenSample
 from bridges.frameworks import Bridge, RunContext
-from bridges.models import ChatRequest, ModelSpec, as_messages, get_model, parse_model_spec
-from bridges.models._layer import answer_identity
-from bridges.models._openai import read_secret
-from bridges.secrets import scrub_tree, spec_secret_names
+from bridges.models import ChatRequest, ModelSpec, answer_identity, as_messages, get_model, parse_model_spec
+from bridges.records import Record, failure
+from bridges.secrets import read_secret, scrub_tree, spec_secret_names
 
 OFFICIAL_SET_SIZE = 805
 DATASPLIT = "eval"

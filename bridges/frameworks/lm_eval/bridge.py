@@ -50,10 +50,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridges._errors import BenchbridgeError
-from bridges._records import Record
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
+from bridges.records import Record
 from bridges.secrets import dotenv_values, mask, referenced_env, scrub_tree, spec_secret_names
 
 PREFIX = "bb_"
@@ -146,7 +146,7 @@ class NativeModel:
 
 
 def _hf(spec: HFSpec, options: Options) -> NativeModel:
-    from bridges.models._hf import check_local_path
+    from bridges.models import check_local_path
 
     check_local_path(spec.path, f"model {spec.name}: path")
     args: dict[str, Any] = {

@@ -49,11 +49,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridges._errors import BenchbridgeError
-from bridges._records import Record
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
-from bridges.models import ModelSpec
-from bridges.models._layer import answer_identity
+from bridges.models import ModelSpec, answer_identity
+from bridges.records import Record
 from bridges.secrets import referenced_env, scrub_file, scrub_tree, secret_values, spec_secret_names
 
 COMPLETION_FN_CLASS = "bridges.frameworks.openai_evals.completion:BenchbridgeCompletionFn"
@@ -374,7 +373,7 @@ class OpenAIEvalsBridge(Bridge):
     def _environment(self) -> dict[str, str]:
         """The oaieval processes' environment: this venv's executables, importable project code, and
         a real OpenAI key only when an `openai` model is involved."""
-        from bridges.models._openai import read_secret
+        from bridges.secrets import read_secret
 
         env = dict(os.environ)
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])

@@ -23,8 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bridges._registry import import_target
-from bridges.models import MODEL_KINDS, ChatRequest, ChatResponse, Model, get_model, parse_model_spec
-from bridges.models._layer import as_messages
+from bridges.models import MODEL_KINDS, ChatRequest, ChatResponse, Model, as_messages, get_model, parse_model_spec
 
 # evals' own convention for few-shot turns: role "system" with these names.
 _FEWSHOT_ROLES = {"example_user": "user", "example_assistant": "assistant"}

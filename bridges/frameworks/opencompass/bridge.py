@@ -74,10 +74,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridges._errors import BenchbridgeError, FrameworkFailure
-from bridges._records import Record
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
+from bridges.records import Record
 from bridges.secrets import mask, referenced_env, scrub_tree, spec_secret_names
 
 MANIFEST = "benchbridge.json"
@@ -494,7 +494,7 @@ def localized(spec: ModelSpec, key: str) -> ModelSpec:
     A path that starts with `/`, `.` or `~` is local (relative ones are relative to the working
     directory, as for the model layer); anything else (``org/name``) is a hub id left as is.
     """
-    from bridges.models._hf import check_local_path
+    from bridges.models import check_local_path
 
     updates = {}
     for field in LOCAL_PATH_FIELDS:
@@ -683,9 +683,9 @@ class OpenCompassBridge(Bridge):
         env["PYTHONUNBUFFERED"] = "1"
         for spec in self.models:
             if isinstance(spec, OpenAISpec):
-                from bridges._config import _environment
+                from bridges._config import config_environment
 
-                value = _environment().get(spec.api_key_env)
+                value = config_environment().get(spec.api_key_env)
                 if not value:
                     raise BenchbridgeError(
                         f"{self.config.path}: models: {spec.name}: environment variable {spec.api_key_env} is not set "
