@@ -125,3 +125,46 @@ def test_the_public_api_is_exported_and_documented() -> None:
     assert bridges.run.__module__ == "bridges._runner" and bridges.run.__doc__
     assert bridges.FRAMEWORKS.get("lm_eval").__module__ == "bridges.frameworks.lm_eval.bridge"
 
+
+# ------------------------------------------------------------------ the wheel
+
+
+def test_the_wheel_has_the_templates_and_no_published_board(tmp_path: Path) -> None:
+    """Built from a copy of the tree with a published demo board in it (as scripts/demo.sh leaves one)."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    src = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "demo")
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for package in ("bridges", "leaderboards"):
+        shutil.copytree(ROOT / package, src / package, ignore=ignore)
+    demo = src / "leaderboards" / "demo"
+    (demo / "cells").mkdir(parents=True)
+    for name in ("index.html", "board.json", "page.css", "page.js", "README.md", "cells/c0.js"):
+        (demo / name).write_text("published", encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+         "-w", str(tmp_path / "dist"), str(src)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("benchbridge-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert [n for n in names if "/demo/" in n] == []
+    for expected in (
+        "bridges/frameworks/lm_eval/templates/_bb_qa_template_yaml",
+        "bridges/frameworks/lm_eval/templates/_bb_mcq_template_yaml",
+        "bridges/frameworks/lm_eval/templates/_bb_mcq_gen_template_yaml",
+        "bridges/frameworks/openai_evals/methods.yaml",
+        "bridges/frameworks/openai_evals/grader_specs/bb_fact_zh.yaml",
+        "bridges/frameworks/opencompass/model.py",
+        "bridges/frameworks/lm_eval/worker.py",
+        "leaderboards/templates/page.js",
+        "leaderboards/schemas/every_eval_ever.eval.schema.json",
+    ):
+        assert expected in names, expected
