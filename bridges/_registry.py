@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from bridges._errors import BenchbridgeError
 
@@ -52,7 +52,8 @@ class Registry(Generic[T]):
                 raise BenchbridgeError(
                     f"{at}unknown {self.what} {name!r}; {hint}known: {', '.join(self.names()) or '(none)'}"
                 )
-            self._loaded[name] = import_target(target)
+            # A lazy entry is a "module:attr" the registry's owner declared as a T; imports are untyped.
+            self._loaded[name] = cast(T, import_target(target))
         return self._loaded[name]
 
 

@@ -32,7 +32,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -140,7 +140,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.busy = False  # requests on one connection are answered in order; clients do not pipeline
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a TCP server's connections are stream transports
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -184,6 +184,7 @@ class UpstreamProtocol(asyncio.Protocol):
 
     async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
         state = self.state
+        payload: Any  # a JSON body: an error, a completion, the model list or the stats
         status, payload, extra = 404, {"error": {"message": f"no route {method} {path}"}}, None
         if method == "POST" and path == "/v1/chat/completions":
             result = await chat(state, headers, body)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bridges.records import Record
 from leaderboards.store import latest_per_cell
@@ -69,7 +69,7 @@ def agreement_table(records: Iterable[Record], *, min_frameworks: int = 2) -> pd
     for (benchmark, subset, model), rows in by_row.items():
         if len({r.framework for r in rows}) < min_frameworks:
             continue
-        values = {column(r): r.value_100 for r in rows}
+        values = {column(r): r.value_100 for r in rows if r.value_100 is not None}  # all: _scored has values
         sizes = sorted({r.n_samples for r in rows if r.n_samples is not None})
         data.append(
             {
@@ -77,7 +77,7 @@ def agreement_table(records: Iterable[Record], *, min_frameworks: int = 2) -> pd
                 "subset": subset,
                 "model": model,
                 **values,
-                MAX_DIFF: max(values.values()) - min(values.values()),  # type: ignore[type-var, operator]
+                MAX_DIFF: max(values.values()) - min(values.values()),
                 SAMPLES: "/".join(str(n) for n in sizes),
                 METRICS: "; ".join(f"{column(r)}={_metric_label(r)}" for r in sorted(rows, key=column)),
             }
@@ -92,7 +92,7 @@ def framework_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c not in (MAX_DIFF, SAMPLES, METRICS)]
 
 
-def _number(value: object) -> str:
+def _number(value: Any) -> str:  # a pandas cell: a float, NaN, None or a numpy number
     from leaderboards.board import fmt
 
     return fmt(None if value is None or value != value else float(value))  # NaN: not scored there

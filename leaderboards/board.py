@@ -376,7 +376,7 @@ def _fold(model: str, column: Column, parts: list[Record], failures: list[Record
         names = ", ".join(sorted(r.subset for r in failed))
         reason = f"{len(failed)} of {len(chosen)} subsets failed ({names}): {one_line(failed[0].error)}"
         return Cell(model, column, "failed", record=latest, reason=reason, error=failed[0].error, attempts=attempts)
-    weights = [r.n_samples for r in chosen]
+    weights = [r.n_samples or 0 for r in chosen]
     if not all(weights):
         weights = [1] * len(chosen)  # a subset without a sample count: an unweighted mean, like OpenCompass's
     value = sum(w * (r.value_100 or 0.0) for w, r in zip(weights, chosen, strict=True)) / sum(weights)
@@ -636,9 +636,9 @@ def add_statistics(board: Board, samples: Iterable[SampleScores] = ()) -> None:
                     sid = f"{record.subset}/{s.sample_id}" if cell.parts else s.sample_id
                     cell.scores[sid] = float(value)
                     cell.groups[sid] = s.group or (record.subset or None if cell.parts else None)
-        record = cell.record
-        if records and not cell.parts and record is not None and record.stderr is not None and record.value is not None:
-            cell.interval = stderr_interval(record.value / record.scale, record.stderr / record.scale, cell.n)
+        rec = cell.record
+        if records and not cell.parts and rec is not None and rec.stderr is not None and rec.value is not None:
+            cell.interval = stderr_interval(rec.value / rec.scale, rec.stderr / rec.scale, cell.n)
         elif cell.scores:
             cell.interval = sample_interval(list(cell.scores.values()), list(cell.groups.values()))
     _rank_ranges(board)
@@ -696,10 +696,10 @@ def _rank_ranges(board: Board) -> None:
     for model, found in rank_ranges([r.model for r in ranked], better).items():
         by_model[model].rank_range = found
     for row, below in zip(ranked, ranked[1:], strict=False):
-        found = compare(board, row, below)
-        if found is None:
+        comparison = compare(board, row, below)
+        if comparison is None:
             continue
-        diff, se, shared, pair = found
+        diff, se, shared, pair = comparison
         text = f"vs {below.model}: {diff:+.2f} ± {Z95 * se:.2f}"
         text += f", {shared} shared samples" if shared else ", unpaired"
         if pair is not None and pair.p_mcnemar is not None:

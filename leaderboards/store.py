@@ -387,7 +387,10 @@ class ResultsStore:
                 rows = conn.execute(
                     query + " WHERE run_id IN (SELECT value FROM json_each(?)) ORDER BY id", (json.dumps(wanted),)
                 ).fetchall()
-        return [SampleScores(*row[:6], row[6], bool(row[7]), json.loads(row[8])) for row in rows]
+        return [
+            SampleScores(run, model, framework, benchmark, subset, sample, group, bool(invalid), json.loads(scores))
+            for run, model, framework, benchmark, subset, sample, group, invalid, scores in rows
+        ]
 
     def runs(
         self,

@@ -100,7 +100,11 @@ class OpenSample(_Strict):
 
 
 Sample = McqSample | QaSample | OpenSample
-SAMPLE_TYPES: dict[str, type[BaseModel]] = {"mcq": McqSample, "qa": QaSample, "open": OpenSample}
+SAMPLE_TYPES: dict[str, type[McqSample] | type[QaSample] | type[OpenSample]] = {
+    "mcq": McqSample,
+    "qa": QaSample,
+    "open": OpenSample,
+}
 
 
 class DatasetCard(_Strict):
@@ -198,7 +202,7 @@ def read_samples(path: Path, kind: Kind) -> list[Sample]:
                 f"{where(path, lineno)}: id: duplicate id {sample.id!r} (first on line {seen[sample.id]})"
             )
         seen[sample.id] = lineno
-        samples.append(sample)  # type: ignore[arg-type]
+        samples.append(sample)
     if not samples:
         raise BenchbridgeError(f"{path}: no samples")
     return samples
@@ -221,9 +225,10 @@ def read_card(path: Path) -> DatasetCard:
 
 def _kind_of(path: Path, first: dict[str, Any]) -> Kind:
     """A bare samples file's kind, from the keys of its first line."""
-    for key, kind in (("choices", "mcq"), ("messages", "qa"), ("instruction", "open")):
+    keys: tuple[tuple[str, Kind], ...] = (("choices", "mcq"), ("messages", "qa"), ("instruction", "open"))
+    for key, kind in keys:
         if key in first:
-            return kind  # type: ignore[return-value]
+            return kind
     raise BenchbridgeError(
         f"{path}: cannot tell the kind from line 1 (no choices, messages or instruction key); pass --kind mcq|qa|open"
     )

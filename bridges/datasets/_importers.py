@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from bridges._errors import BenchbridgeError, where
 from bridges._files import MAX_NAME, path_kind, read_text
@@ -32,7 +32,8 @@ from bridges.datasets._format import (
     read_jsonl_objects,
 )
 
-Importer = Callable[..., Dataset]
+# One dataset, or a list for a source holding a collection (an OpenAI evals registry folder).
+Importer = Callable[..., Dataset | list[Dataset]]
 IMPORTERS: Registry[Importer] = Registry("dataset importer")
 
 
@@ -67,7 +68,7 @@ def _card(name: str, kind: str, source: Path, **options: Any) -> DatasetCard:
         raise BenchbridgeError(f"dataset card: {first_error(exc)}") from None
 
 
-def _validated(model: type, raw: dict[str, Any], path: Path, line: int) -> Any:
+def _validated(model: type[BaseModel], raw: dict[str, Any], path: Path, line: int) -> Any:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
@@ -243,6 +244,7 @@ def import_csv(source: Path, name: str, **options: Any) -> Dataset:
     samples: list[Sample] = []
     for line, row in rows:
         sid = row.get("id") or str(line - 1)
+        raw: dict[str, Any]
         if choice_cols:
             raw = {
                 "id": sid,

@@ -7,7 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -62,14 +62,15 @@ class Bridge(ABC):
     def collect(self, out_dir: Path) -> list[Record]:
         """Reads the framework's native reports under `out_dir` into records."""
 
-    def record(self, **fields: object) -> Record:
+    def record(self, **fields: Any) -> Record:
+        """A record of this bridge's run: `fields` are the Record fields beyond run, framework and config hash."""
         base = {
             "run_id": self.ctx.run_id,
             "framework": self.name,
             "framework_version": self.version(),
             "config_hash": self.ctx.config_hash,
         }
-        return Record(**{**base, **fields})  # type: ignore[arg-type]
+        return Record(**{**base, **fields})
 
 
 FRAMEWORKS: Registry[type[Bridge]] = Registry("framework")

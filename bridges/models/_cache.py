@@ -302,7 +302,17 @@ class ResponseCache:
                 " COALESCE(SUM(retries),0), COALESCE(SUM(tokens_saved),0) FROM usage WHERE session = ?",
                 (session,),
             ).fetchone()
-        return CacheReport(*row, path=str(self.path), enabled=self.enabled, session=session)
+        hits, misses, calls, retries, tokens_saved = row
+        return CacheReport(
+            hits=hits,
+            misses=misses,
+            calls=calls,
+            retries=retries,
+            tokens_saved=tokens_saved,
+            path=str(self.path),
+            enabled=self.enabled,
+            session=session,
+        )
 
     def close(self) -> None:
         if self._conn is not None or self._has_pending():

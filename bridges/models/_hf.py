@@ -56,7 +56,8 @@ class HFBackend:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         model_kwargs: dict[str, Any] = {"dtype": torch.float32, **spec.model_kwargs}
-        model = AutoModelForCausalLM.from_pretrained(spec.path, **model_kwargs)
+        # Any: a transformers model or, with an adapter, PEFT's wrapper of it; both generate() alike.
+        model: Any = AutoModelForCausalLM.from_pretrained(spec.path, **model_kwargs)
         if spec.peft_path:
             from peft import PeftModel
 

@@ -25,7 +25,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import fields, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from bridges._registry import import_target
 from bridges.models._cache import ResponseCache, Usage, response_cache
@@ -112,8 +112,10 @@ class Model:
     def backend(self) -> Backend:
         with self._lock:
             if self._backend is None:
-                backend_cls = import_target(MODEL_KINDS.get(self.spec.kind).backend)
-                self._backend = backend_cls(self.spec)  # type: ignore[operator]
+                # A kind declares its backend as "module:attr", a class taking the spec.
+                target = MODEL_KINDS.get(self.spec.kind).backend
+                backend_cls = cast(Callable[[ModelSpec], Backend], import_target(target))
+                self._backend = backend_cls(self.spec)
             return self._backend
 
     @property
@@ -125,7 +127,10 @@ class Model:
 
     def _compute_fingerprint(self) -> str:
         target = MODEL_KINDS.get(self.spec.kind).fingerprint
-        return str(import_target(target)(self.spec)) if target else ""  # type: ignore[operator]
+        if not target:
+            return ""
+        fingerprint = cast(Callable[[ModelSpec], object], import_target(target))  # declared as "module:attr"
+        return str(fingerprint(self.spec))
 
     def _key_prefix(self) -> dict[str, Any]:
         return {"v": CACHE_KEY_VERSION, "model": self.identity, "fingerprint": self.fingerprint}

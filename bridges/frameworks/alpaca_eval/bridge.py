@@ -391,8 +391,8 @@ class AlpacaEvalBridge(Bridge):
 
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(ctx)
-        opts: AlpacaEvalOptions = self.options  # type: ignore[assignment]
-        self.opts = opts
+        self.options: AlpacaEvalOptions  # parsed with `Options` by Bridge.__init__
+        opts = self.opts = self.options
         cfg = self.config
         key = f"{cfg.path}: frameworks.alpaca_eval"
         self.datasets: list[Dataset] = cfg.datasets_for(self.name, {"open"})
@@ -426,7 +426,8 @@ class AlpacaEvalBridge(Bridge):
         if opts.judge.builtin is not None:
             self.judge = BuiltinJudge(opts.judge.builtin, f"{key}.judge.builtin")
         else:
-            spec = self._model_option(opts.judge.model, f"{key}.judge.model")  # type: ignore[arg-type]
+            assert opts.judge.model is not None  # JudgeOption: exactly one of builtin and model
+            spec = self._model_option(opts.judge.model, f"{key}.judge.model")
             self.judge = ModelJudge(spec, str(opts.judge.kind), f"{key}.judge.model")
 
         if opts.models is not None:
@@ -655,8 +656,8 @@ class AlpacaEvalBridge(Bridge):
         references = self._reference_rows(out_dir, overwrite or before.get("reference") != current["reference"])
         plan = self._plan(out_dir, overwrite, references, stale, rejudge)
         self._write_outputs(out_dir, plan)
-        for ds, rows in references.items():
-            write_json(out_dir / ds / "reference.json", rows)
+        for ds_name, rows in references.items():
+            write_json(out_dir / ds_name / "reference.json", rows)
         to_judge = [ds.name for ds in self.datasets if plan[ds.name].judge]
         for ds in self.datasets:
             if ds.name not in to_judge:

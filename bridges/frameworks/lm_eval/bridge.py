@@ -227,10 +227,11 @@ def _by_subject(ds: Dataset) -> dict[str, tuple[list[McqSample], list[McqSample]
     default = "other" if ds.subjects() else ""
     groups: dict[str, tuple[list[McqSample], list[McqSample]]] = {}
     for s in ds.samples:
-        groups.setdefault(s.subject or default, ([], []))[0].append(s)  # type: ignore[union-attr]
+        if isinstance(s, McqSample):  # all of them: only mcq datasets are grouped by subject
+            groups.setdefault(s.subject or default, ([], []))[0].append(s)
     for s in ds.fewshot:
-        if (s.subject or default) in groups:  # type: ignore[union-attr]
-            groups[s.subject or default][1].append(s)  # type: ignore[union-attr]
+        if isinstance(s, McqSample) and (s.subject or default) in groups:
+            groups[s.subject or default][1].append(s)
     return dict(sorted(groups.items()))
 
 
@@ -240,13 +241,17 @@ def plan_dataset(ds: Dataset) -> list[PlannedTask]:
         return [PlannedTask(base, ds.name, "qa")]
     subjects = list(_by_subject(ds))
     planned = []
-    for variant, suffix in (("loglikelihood", ""), ("generate_mcq", "_gen")):
+    variants: tuple[tuple[Literal["loglikelihood", "generate_mcq"], str], ...] = (
+        ("loglikelihood", ""),
+        ("generate_mcq", "_gen"),
+    )
+    for variant, suffix in variants:
         members: tuple[tuple[str, str], ...] = ()
         if len(subjects) > 1:
             members = tuple(
                 (f"{base}_{sid}{suffix}", s) for sid, s in zip(_subject_ids(subjects), subjects, strict=True)
             )
-        planned.append(PlannedTask(base + suffix, ds.name, variant, members))  # type: ignore[arg-type]
+        planned.append(PlannedTask(base + suffix, ds.name, variant, members))
     return planned
 
 

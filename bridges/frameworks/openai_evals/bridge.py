@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
-from bridges.models import ModelSpec, answer_identity
+from bridges.models import ModelSpec, OpenAISpec, answer_identity
 from bridges.records import Record
 from bridges.secrets import referenced_env, scrub_file, scrub_tree, secret_values, spec_secret_names
 
@@ -162,7 +162,8 @@ class OpenAIEvalsBridge(Bridge):
 
     def __init__(self, ctx: RunContext) -> None:
         super().__init__(ctx)
-        self.opts: OpenAIEvalsOptions = self.options  # type: ignore[assignment]
+        self.options: OpenAIEvalsOptions  # parsed with `Options` by Bridge.__init__
+        self.opts = self.options
         self._secrets: list[str] = []  # values masked in oaieval's logs and records (set by `run`)
         key = f"{self.config.path}: frameworks.{self.name}"
         datasets = {ds.name: ds for ds in self.config.datasets_for(self.name, KINDS)}
@@ -300,8 +301,8 @@ class OpenAIEvalsBridge(Bridge):
             'export OPENAI_API_KEY="${OPENAI_API_KEY:-dummy}" USE_TF=0',
         ]
         for m in self.config.models:
-            if m.kind == "openai":
-                key_env = m.api_key_env  # type: ignore[attr-defined]
+            if isinstance(m, OpenAISpec):
+                key_env = m.api_key_env
                 lines.append(f"export {key_env}=...   # model {m.name} reads its key from here (never written)")
         if sets.get(self.eval_set):
             lines += [
@@ -382,7 +383,8 @@ class OpenAIEvalsBridge(Bridge):
         involved = {m.name: m for m in [*self.candidates, *([self.grader] if self.grader else [])]}.values()
         openai_models = [m for m in involved if m.kind == "openai"]
         for m in openai_models:
-            key_env = m.api_key_env  # type: ignore[attr-defined]
+            assert isinstance(m, OpenAISpec)  # kind "openai"
+            key_env = m.api_key_env
             secret = read_secret(key_env)
             if secret is None:
                 raise BenchbridgeError(
@@ -523,7 +525,7 @@ class OpenAIEvalsBridge(Bridge):
             "judge": job.grader.name if job.grader else None,
             "details_path": str(path),
         }
-        extra = {"eval": plan.name, "method": plan.method_name, "completion_fns": job.completion_fns}
+        extra: dict[str, Any] = {"eval": plan.name, "method": plan.method_name, "completion_fns": job.completion_fns}
         primary_metric = f"{plan.method_name}_{plan.method.primary_key}"
         meta_path = job.meta_path(out_dir)
         meta = json.loads(meta_path.read_text("utf-8")) if meta_path.is_file() else {}

@@ -224,7 +224,8 @@ class _Builtin:
             known = {n for d in datasets for n in (d.get("name"), d.get("abbr")) if n}
             unknown = [s for s in entry.subjects if s not in known]
             if unknown:
-                names = sorted({d.get("name") or d.get("abbr") for d in datasets})
+                # A dataset with neither name nor abbr cannot be asked for; None would break sorting.
+                names = sorted({str(n) for d in datasets if (n := d.get("name") or d.get("abbr"))})
                 raise BenchbridgeError(
                     f"{key}.subjects: {', '.join(unknown)} not in {entry.name} (has {len(names)}: "
                     f"{', '.join(names[:8])}{', ...' if len(names) > 8 else ''})"
@@ -857,8 +858,8 @@ def _progress_line(line: str) -> str | None:
     verb, stage, names, rest = m.groups()
     by_model: dict[str, list[str]] = {}
     for name in names.split(","):
-        model, _, dataset = name.partition("/")
-        by_model.setdefault(model, []).append(dataset)
+        model, _, task_dataset = name.partition("/")
+        by_model.setdefault(model, []).append(task_dataset)
     what = f"{stage.lower()} " + "; ".join(f"{m}: {', '.join(ds)}" for m, ds in by_model.items())
     if verb == "launch":
         return f"{what} started"
