@@ -9,19 +9,24 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridges._config import LoadedConfig
 from bridges._errors import BenchbridgeError, FrameworkFailure
 from bridges._files import check_dir_writable, path_kind
 from bridges.frameworks import FRAMEWORKS, Bridge, RunContext
+from bridges.frameworks.processes import log_excerpt, stopping_children_on_signals
 from bridges.models import ENV_SESSION, CacheReport, cache_report, configure_cache
 from bridges.records import Record, failure, now_iso
-from bridges.secrets import scrub_tree, spec_secret_names
+from bridges.secrets import mask, scrub_tree, spec_secret_names
+
+if TYPE_CHECKING:
+    from leaderboards.store import ResultsStore
 
 KEY_PACKAGES = ("benchbridge", "torch", "transformers", "datasets", "numpy", "pandas")
 
@@ -137,6 +142,7 @@ def prepare(config: LoadedConfig, out: Path, only: list[str] | None = None) -> d
     return written
 
 
+ERROR_LOG = "benchbridge-error.log"  # a framework's unexpected exception, with its traceback
 SQLITE_HEADER = b"SQLite format 3\x00"
 SMOKE_TIMEOUT_S = 20.0
 
@@ -308,6 +314,56 @@ def manifest(config: LoadedConfig, bridge: Bridge, run_id: str, started: str, st
     }
 
 
+def run_framework(
+    bridge: Bridge, store: ResultsStore, run_dir: Path, progress: Callable[[str], None] = lambda m: None
+) -> FrameworkOutcome:
+    """One framework's part of a run, stored as soon as it ends.
+
+    Errors by phase: anything raised once the framework started (a `BenchbridgeError` such as a 401
+    while it generates or a missing executable, a `FrameworkFailure`, a bug raising RuntimeError) is
+    this framework's stored failure with its log excerpt, and the run goes on to the others (exit 1).
+    Only Ctrl-C/SIGTERM (BaseException) end the run. Bad input is found before, by `make_bridges`.
+    """
+    config, ctx = bridge.config, bridge.ctx
+    started = now_iso()
+    t0 = datetime.now(UTC)
+    progress(f"[{bridge.name}] starting")
+    error = None
+    records: list[Record] = []
+    try:
+        records = bridge.run(run_dir / bridge.name)
+    except FrameworkFailure as exc:
+        error = f"{exc}\n{exc.log_excerpt}".strip()
+    except BenchbridgeError as exc:  # found while running: this framework's failure, not bad input
+        error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - not swallowed: stored as the failure, traceback in the run folder
+        log = run_dir / bridge.name / ERROR_LOG
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text(mask(traceback.format_exc()), encoding="utf-8")
+        error = f"{type(exc).__name__}: {exc} (traceback: {log})\n{log_excerpt(log)}"
+    if error is not None:
+        error = mask(error)
+        records = [
+            failure(
+                run_id=ctx.run_id,
+                model=m.name,
+                framework=bridge.name,
+                framework_version=bridge.version(),
+                benchmark="*",
+                error=error,
+                config_hash=ctx.config_hash,
+            )
+            for m in config.models
+        ]
+    status = "failed" if error or any(r.status == "failed" for r in records) else "ok"
+    if error is None and status == "failed":
+        error = "; ".join(sorted({(r.error or "")[:300] for r in records if r.status == "failed"}))
+    store.add_run(manifest(config, bridge, ctx.run_id, started, status, error), records)
+    seconds = (datetime.now(UTC) - t0).total_seconds()
+    progress(f"[{bridge.name}] {status} in {seconds:.1f}s, {len(records)} records")
+    return FrameworkOutcome(bridge.name, status, records, seconds, error)
+
+
 def run(
     config: LoadedConfig,
     only: list[str] | None = None,
@@ -337,33 +393,8 @@ def run(
     store = ResultsStore(config.results_db).open()  # creates the schema now: a bad file fails here
     run_dir = config.work_dir / run_id
     outcome = RunOutcome(run_id, run_dir, config.results_db)
-    for bridge in bridges:
-        started = now_iso()
-        t0 = datetime.now(UTC)
-        progress(f"[{bridge.name}] starting")
-        error = None
-        try:
-            records = bridge.run(run_dir / bridge.name)
-        except FrameworkFailure as exc:
-            error = f"{exc}\n{exc.log_excerpt}".strip()
-            records = [
-                failure(
-                    run_id=run_id,
-                    model=m.name,
-                    framework=bridge.name,
-                    framework_version=bridge.version(),
-                    benchmark="*",
-                    error=error,
-                    config_hash=config_hash,
-                )
-                for m in config.models
-            ]
-        status = "failed" if error or any(r.status == "failed" for r in records) else "ok"
-        if error is None and status == "failed":
-            error = "; ".join(sorted({(r.error or "")[:300] for r in records if r.status == "failed"}))
-        store.add_run(manifest(config, bridge, run_id, started, status, error), records)
-        seconds = (datetime.now(UTC) - t0).total_seconds()
-        outcome.frameworks.append(FrameworkOutcome(bridge.name, status, records, seconds, error))
-        progress(f"[{bridge.name}] {status} in {seconds:.1f}s, {len(records)} records")
+    with stopping_children_on_signals():  # Ctrl-C/SIGTERM end the frameworks' process groups first
+        for bridge in bridges:
+            outcome.frameworks.append(run_framework(bridge, store, run_dir, progress))
     outcome.cache = cache_report(run_id)
     return outcome
