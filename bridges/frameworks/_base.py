@@ -1,7 +1,14 @@
-"""The verbs every framework bridge has: prepare native artifacts, run, collect records."""
+"""The verbs every framework bridge has, and the one flow a run takes through them.
+
+`Bridge.run` is a template: validate -> (models served, `during_run`) prepare -> execute -> collect.
+A framework writes `prepare` (its native artifacts), `execute` (start the framework on them, through
+`bridges.frameworks.processes`) and `collect` (its native reports -> records); `validate` and
+`prepare_run` only when it has run-time checks or a run prepares differently from `prepare`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -12,8 +19,10 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from bridges._config import LoadedConfig
+from bridges._errors import BenchbridgeError
 from bridges._registry import Registry
 from bridges.records import Record
+from bridges.secrets import scrub_tree, spec_secret_names
 
 
 @dataclass
@@ -32,16 +41,31 @@ class NoOptions(BaseModel):
 
 
 class Bridge(ABC):
-    """One framework. Subclasses set `name`, `distribution` and `Options`."""
+    """One framework. Subclasses set `name`, `distribution`, `kinds` and `Options`."""
 
     name: ClassVar[str]
     distribution: ClassVar[str]  # the PyPI distribution whose version records carry
+    kinds: ClassVar[frozenset[str]] = frozenset()  # the dataset kinds it can take ("mcq", "qa", "open")
     Options: ClassVar[type[BaseModel]] = NoOptions
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self.config = ctx.config
         self.options = ctx.config.framework_options(self.name, self.Options)
+        self._check_assigned_kinds()
+
+    def _check_assigned_kinds(self) -> None:
+        """A dataset assigned to this framework by name (`datasets[i].frameworks`) must be of a kind it
+        takes: silently leaving it out would publish a board without it."""
+        for i, ds in enumerate(self.config.datasets):
+            allowed = self.config.dataset_frameworks.get(ds.name) or []
+            if self.name in allowed and ds.kind not in self.kinds:
+                j = allowed.index(self.name)
+                raise BenchbridgeError(
+                    f"{self.config.where('datasets', i, 'frameworks', j)}: datasets[{i}].frameworks[{j}]: "
+                    f"{self.name} cannot take dataset {ds.name} of kind {ds.kind!r} (it takes "
+                    f"{', '.join(sorted(self.kinds)) or 'none'}); remove {self.name} from the list"
+                )
 
     @classmethod
     def version(cls) -> str:
@@ -54,9 +78,41 @@ class Bridge(ABC):
     def prepare(self, out_dir: Path) -> list[Path]:
         """Writes the framework's native artifacts (runnable by hand) and returns their paths."""
 
-    @abstractmethod
     def run(self, out_dir: Path) -> list[Record]:
-        """Prepares if needed, runs the framework, and returns `collect(out_dir)`."""
+        """The one flow of every framework's run; returns `collect(out_dir)`.
+
+        Whatever the framework wrote is scrubbed of secrets before anything reads it (a log may quote a
+        key: an upstream's 401 echoing the header), even when `execute` raised.
+        """
+        out_dir = Path(out_dir).resolve()
+        self.validate()
+        with self.during_run():
+            try:
+                self.prepare_run(out_dir)
+                self.execute(out_dir)
+            finally:
+                if out_dir.exists():
+                    scrub_tree(out_dir, self.secret_names())
+        return self.collect(out_dir)
+
+    def validate(self) -> None:  # noqa: B027 - an optional hook: most bridges check all in __init__
+        """Run-time checks before anything is written (an executable present, a key set)."""
+
+    def during_run(self) -> contextlib.AbstractContextManager[None]:
+        """Open while the run prepares and executes: models served to the framework, say."""
+        return contextlib.nullcontext()
+
+    def prepare_run(self, out_dir: Path) -> None:
+        """The artifacts a run executes: `prepare`'s, unless a framework reuses earlier work."""
+        self.prepare(out_dir)
+
+    @abstractmethod
+    def execute(self, out_dir: Path) -> None:
+        """Runs the framework on the prepared `out_dir`; its native reports go there."""
+
+    def secret_names(self) -> list[str]:
+        """Environment names whose values are masked in what the framework wrote."""
+        return spec_secret_names(self.config.models)
 
     @abstractmethod
     def collect(self, out_dir: Path) -> list[Record]:

@@ -70,15 +70,15 @@ def child_env(extra: Mapping[str, str] | None = None, *, drop: Iterable[str] = (
     return env
 
 
-def excerpt(text: str, chars: int = EXCERPT_CHARS) -> str:
-    """The end of a log, where the error is, with every known secret masked."""
-    return mask(text[-chars:])
+def excerpt(text: str, secret_names: Iterable[str] = (), chars: int = EXCERPT_CHARS) -> str:
+    """The end of a log, where the error is, with every known secret (and `secret_names`' values) masked."""
+    return mask(text[-chars:], secret_names)
 
 
-def log_excerpt(path: Path, chars: int = EXCERPT_CHARS) -> str:
+def log_excerpt(path: Path, secret_names: Iterable[str] = (), chars: int = EXCERPT_CHARS) -> str:
     """`excerpt` of a log file ("" when there is none)."""
     try:
-        return excerpt(path.read_text(encoding="utf-8", errors="replace"), chars)
+        return excerpt(path.read_text(encoding="utf-8", errors="replace"), secret_names, chars)
     except FileNotFoundError:
         return ""
 
@@ -94,8 +94,8 @@ class ChildResult:
     def ok(self) -> bool:
         return self.returncode == 0
 
-    def excerpt(self) -> str:
-        return log_excerpt(self.log)
+    def excerpt(self, secret_names: Iterable[str] = ()) -> str:
+        return log_excerpt(self.log, secret_names)
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:
@@ -130,7 +130,7 @@ def live_pids() -> list[int]:
 
 
 def run_child(
-    argv: Sequence[str],
+    argv: Sequence[str | os.PathLike[str]],
     *,
     log: Path,
     env: Mapping[str, str],

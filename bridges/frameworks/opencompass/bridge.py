@@ -55,15 +55,14 @@ turns ``-`` summary cells into failed records carrying the task log's traceback,
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import difflib
 import importlib.util
 import json
-import os
 import pprint
 import re
 import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -76,9 +75,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridges._errors import BenchbridgeError, FrameworkFailure
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
+from bridges.frameworks.processes import child_env, run_child
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
 from bridges.records import Record
-from bridges.secrets import mask, referenced_env, scrub_tree, spec_secret_names
+from bridges.secrets import referenced_env
 
 MANIFEST = "benchbridge.json"
 DATA_DIR = "data"
@@ -124,6 +124,7 @@ class OpenCompassOptions(BaseModel):
     execution: Literal["auto", "in_process", "subprocess"] = "auto"
     num_gpus: int = Field(0, ge=0)
     max_out_len: int | None = Field(None, ge=1)
+    timeout_s: float | None = Field(None, gt=0, description="end the run (and OpenCompass's task processes) after this")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -514,6 +515,7 @@ def localized(spec: ModelSpec, key: str) -> ModelSpec:
 class OpenCompassBridge(Bridge):
     name = "opencompass"
     distribution = "opencompass"
+    kinds = frozenset(KINDS)
     Options = OpenCompassOptions
 
     def __init__(self, ctx: RunContext) -> None:
@@ -679,9 +681,7 @@ class OpenCompassBridge(Bridge):
     # -- run ----------------------------------------------------------------------------------------
 
     def _environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.setdefault("USE_TF", "0")  # transformers would import tensorflow (installed by evals): ~8 s a process
-        env["PYTHONUNBUFFERED"] = "1"
+        env = child_env()
         for spec in self.models:
             if isinstance(spec, OpenAISpec):
                 from bridges._config import config_environment
@@ -713,44 +713,36 @@ class OpenCompassBridge(Bridge):
         finally:
             self.models = upstream_models
 
-    def run(self, out_dir: Path) -> list[Record]:
-        env = self._environment()
+    def validate(self) -> None:
         exe = Path(sys.executable).parent / "opencompass"
         if not exe.exists():
             raise BenchbridgeError(f"{exe}: opencompass CLI not found in this venv (scripts/setup.sh installs it)")
-        with self._served_openai_models():
-            self.prepare(out_dir)
-            try:
-                code, tail, log_path = self._run_opencompass(out_dir, env)
-            finally:
-                # OpenCompass's task logs may quote a key (an upstream's error): masked before they are read.
-                scrub_tree(out_dir, spec_secret_names(self.config.models))
-        if code != 0:
-            excerpt = mask("".join(tail[-30:]), spec_secret_names(self.config.models))
-            raise FrameworkFailure(f"opencompass exited with code {code} (log: {log_path})", excerpt)
-        return self.collect(out_dir)
+        self._environment()  # an openai model's key not set: found before anything is written
 
-    def _run_opencompass(self, out_dir: Path, env: dict[str, str]) -> tuple[int, list[str], Path]:
-        """Runs the prepared config; returns the exit code, the log's last lines and the log path."""
-        exe = Path(sys.executable).parent / "opencompass"
-        cmd = [str(exe), self.config_file]
+    def during_run(self) -> contextlib.AbstractContextManager[None]:
+        return self._served_openai_models()
+
+    def execute(self, out_dir: Path) -> None:
+        """Runs the prepared config with the `opencompass` CLI (which exits 0 even when tasks fail:
+        `collect` reads those failures from its reports)."""
+        cmd = [str(Path(sys.executable).parent / "opencompass"), self.config_file]
         log_path = out_dir / LOG_FILE
         self.ctx.progress(f"[opencompass] {' '.join(cmd)} (cwd {out_dir}, log {log_path})")
         started = time.monotonic()
-        tail: list[str] = []
-        with log_path.open("w", encoding="utf-8") as log:
-            proc = subprocess.Popen(
-                cmd, cwd=out_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+
+        def on_line(line: str) -> None:
+            message = _progress_line(line)
+            if message:
+                self.ctx.progress(f"[opencompass] {message} ({time.monotonic() - started:.0f}s)")
+
+        result = run_child(
+            cmd, log=log_path, env=self._environment(), cwd=out_dir, on_line=on_line, timeout=self.opts.timeout_s
+        )
+        if not result.ok:
+            what = f"did not finish within timeout_s={self.opts.timeout_s:g}" if result.timed_out else (
+                f"exited with code {result.returncode}"
             )
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                tail = (tail + [line])[-60:]
-                message = _progress_line(line)
-                if message:
-                    self.ctx.progress(f"[opencompass] {message} ({time.monotonic() - started:.0f}s)")
-            code = proc.wait()
-        return code, tail, log_path
+            raise FrameworkFailure(f"opencompass {what} (log: {log_path})", result.excerpt(self.secret_names()))
 
     # -- collect ------------------------------------------------------------------------------------
 
