@@ -37,7 +37,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,9 +50,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
+from bridges.frameworks.processes import child_env, run_child
 from bridges.models import ModelSpec, OpenAISpec, answer_identity
 from bridges.records import Record
-from bridges.secrets import referenced_env, scrub_file, scrub_tree, secret_values, spec_secret_names
+from bridges.secrets import referenced_env, scrub_file, secret_values, spec_secret_names
 
 COMPLETION_FN_CLASS = "bridges.frameworks.openai_evals.completion:BenchbridgeCompletionFn"
 SPECS_DIR = Path(__file__).parent / "grader_specs"  # every *.yaml there is copied into the registry
@@ -158,6 +158,7 @@ class Job:
 class OpenAIEvalsBridge(Bridge):
     name = "openai_evals"
     distribution = "evals"
+    kinds = frozenset(KINDS)
     Options = OpenAIEvalsOptions
 
     def __init__(self, ctx: RunContext) -> None:
@@ -342,16 +343,20 @@ class OpenAIEvalsBridge(Bridge):
 
     # ----------------------------------------------------------------- run
 
-    def run(self, out_dir: Path) -> list[Record]:
-        out_dir = Path(out_dir).resolve()
-        oaieval = Path(sys.executable).parent / "oaieval"
-        if not oaieval.exists():
+    def validate(self) -> None:
+        if not self.oaieval.exists():
             raise BenchbridgeError(
-                f"{oaieval}: not found; install OpenAI evals into this environment "
+                f"{self.oaieval}: not found; install OpenAI evals into this environment "
                 "(pip install 'benchbridge[frameworks]' -c constraints.txt)"
             )
+        self._environment()  # an openai model's key not set: found before anything is written
+
+    @property
+    def oaieval(self) -> Path:
+        return Path(sys.executable).parent / "oaieval"
+
+    def execute(self, out_dir: Path) -> None:
         env = self._environment()
-        self.prepare(out_dir)
         todo = []
         for job in self.jobs():
             key = self._job_key(job, out_dir)
@@ -361,25 +366,18 @@ class OpenAIEvalsBridge(Bridge):
             todo.append((job, key))
 
         def run_one(item: tuple[Job, str]) -> None:
-            self._run_job(item[0], item[1], out_dir, oaieval, env)
+            self._run_job(item[0], item[1], out_dir, self.oaieval, env)
 
         self._secrets = secret_values(spec_secret_names(self.config.models))
-        try:
-            with ThreadPoolExecutor(max(1, min(self.opts.parallel, len(todo) or 1))) as pool:
-                list(pool.map(run_one, todo))
-        finally:
-            scrub_tree(out_dir, spec_secret_names(self.config.models))  # e.g. files of a killed oaieval
-        return self.collect(out_dir)
+        with ThreadPoolExecutor(max(1, min(self.opts.parallel, len(todo) or 1))) as pool:
+            list(pool.map(run_one, todo))
 
     def _environment(self) -> dict[str, str]:
         """The oaieval processes' environment: this venv's executables, importable project code, and
         a real OpenAI key only when an `openai` model is involved."""
         from bridges.secrets import read_secret
 
-        env = dict(os.environ)
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        env.setdefault("USE_TF", "0")  # evals installs tensorflow; transformers would import it (~8 s)
-        env["PYTHONPATH"] = os.pathsep.join(_importable_paths())
+        env = child_env()
         involved = {m.name: m for m in [*self.candidates, *([self.grader] if self.grader else [])]}.values()
         openai_models = [m for m in involved if m.kind == "openai"]
         for m in openai_models:
@@ -473,17 +471,10 @@ class OpenAIEvalsBridge(Bridge):
         self.ctx.progress(f"[{self.name}] {job.model.name} {job.plan.name}: running")
         started = time.monotonic()
         error = None
-        with log.open("w", encoding="utf-8") as fh:
-            fh.write("$ " + " ".join(cmd) + "\n")
-            fh.flush()
-            try:
-                proc = subprocess.run(
-                    cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, timeout=self.opts.eval_timeout_s, check=False
-                )
-                returncode: int | None = proc.returncode
-            except subprocess.TimeoutExpired:
-                returncode = None
-                error = f"oaieval timed out after {self.opts.eval_timeout_s:g} s (log: {log})"
+        result = run_child(cmd, log=log, env=env, timeout=self.opts.eval_timeout_s)
+        returncode = result.returncode
+        if result.timed_out:
+            error = f"oaieval timed out after {self.opts.eval_timeout_s:g} s (log: {log})"
         # oaieval's log and record may quote a key (an upstream's 401 echoing the header): masked
         # before anything reads them.
         for path in (log, record):
@@ -649,19 +640,6 @@ def _last_error_line(log: Path) -> str:
         if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Failure|Interrupt)\b(:|$)", line):
             return line[:500]
     return lines[-1][:500] if lines else "(empty log)"
-
-
-def _importable_paths() -> list[str]:
-    """What this process can import that a fresh interpreter of the same venv could not: the project,
-    the working directory, and PYTHONPATH; so `python` models' modules import in oaieval too."""
-    prefixes = {Path(sys.prefix).resolve(), Path(sys.base_prefix).resolve()}
-    paths = [str(Path(__file__).resolve().parents[3]), os.getcwd()]  # [3]: the project root
-    for entry in sys.path:
-        p = Path(entry or os.getcwd()).resolve()
-        if p.is_dir() and not any(p.is_relative_to(prefix) for prefix in prefixes):
-            paths.append(str(p))
-    paths += [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return list(dict.fromkeys(paths))
 
 
 def _builtin_registry_names() -> dict[str, set[str]]:
