@@ -30,13 +30,13 @@ so it calls the upstream directly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
 import shlex
 import shutil
-import subprocess
 import sys
 import time
 import traceback
@@ -52,9 +52,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
+from bridges.frameworks.processes import child_env, run_child
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
 from bridges.records import Record
-from bridges.secrets import dotenv_values, mask, referenced_env, scrub_tree, spec_secret_names
+from bridges.secrets import dotenv_values, mask, referenced_env
 
 PREFIX = "bb_"
 TASKS_DIR = "tasks"
@@ -308,17 +309,12 @@ def _write_yaml(path: Path, data: dict[str, Any]) -> Path:
 class LMEvalBridge(Bridge):
     name = "lm_eval"
     distribution = "lm_eval"
+    kinds = frozenset(KINDS)
     Options = Options
 
     def __init__(self, ctx: RunContext) -> None:
-        super().__init__(ctx)
+        super().__init__(ctx)  # checks the kinds of datasets assigned to lm_eval
         self.options: Options
-        for ds in self.config.datasets:
-            allowed = self.config.dataset_frameworks.get(ds.name)
-            if allowed and self.name in allowed and ds.kind not in KINDS:
-                raise BenchbridgeError(
-                    f"{self.config.path}: datasets: {ds.name} is of kind {ds.kind!r}; lm_eval runs mcq and qa only"
-                )
         self.datasets = self.config.datasets_for(self.name, KINDS)
         if not self.datasets and not self.options.builtin_tasks:
             raise BenchbridgeError(
@@ -514,17 +510,12 @@ class LMEvalBridge(Bridge):
 
     # ---------------------------------------------------------------- run
     def _child_env(self, native: NativeModel) -> dict[str, str]:
-        env = dict(os.environ)
-        for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-            env.setdefault(name, "1")  # offline: a missing file fails at once instead of retrying the hub
-        env.setdefault("USE_TF", "0")
+        env = child_env()
         for target, source in native.env.items():
             value = os.environ.get(source) or dotenv_values().get(source)
             if value:
                 env[target] = value
         env.update(native.env_values)
-        root = str(Path(__file__).resolve().parents[3])  # the project: bridges/frameworks/lm_eval/bridge.py
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
         return env
 
     def _run_model(self, out_dir: Path, spec: ModelSpec) -> None:
@@ -545,20 +536,11 @@ class LMEvalBridge(Bridge):
                 except Exception:  # noqa: BLE001 - reported: every task of this model becomes a failed record
                     status["error"] = mask(f"lm-eval failed in-process:\n{traceback.format_exc()[-1500:]}")
         else:
-            with (results / LOG_FILE).open("w", encoding="utf-8") as log:
-                try:
-                    proc = subprocess.run(
-                        [sys.executable, "-m", "bridges.frameworks.lm_eval.worker", str(job_path)],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                        timeout=self.options.timeout_s,
-                        check=False,
-                    )
-                    status["returncode"] = proc.returncode
-                except subprocess.TimeoutExpired:
-                    status["returncode"] = None
-                    status["error"] = f"lm-eval did not finish within timeout_s={self.options.timeout_s}"
+            argv = [sys.executable, "-m", "bridges.frameworks.lm_eval.worker", str(job_path)]
+            result = run_child(argv, log=results / LOG_FILE, env=env, timeout=self.options.timeout_s)
+            status["returncode"] = result.returncode
+            if result.timed_out:
+                status["error"] = f"lm-eval did not finish within timeout_s={self.options.timeout_s}"
         (results / STATUS_FILE).write_text(json.dumps(status), encoding="utf-8")
 
     @contextmanager
@@ -581,24 +563,18 @@ class LMEvalBridge(Bridge):
         finally:
             self.natives = upstream_natives
 
-    def run(self, out_dir: Path) -> list[Record]:
-        out_dir = Path(out_dir).resolve()
-        try:
-            with self._served_openai_models():
-                self.prepare(out_dir)
-                for spec in self.config.models:
-                    self.ctx.progress(f"[lm_eval] {spec.name}: {', '.join(self.tasks_for(spec.name))}")
-                    started = time.monotonic()
-                    self._run_model(out_dir, spec)
-                    status = _read_json(self.results_dir(out_dir, spec.name) / STATUS_FILE, {})
-                    ok = status.get("returncode") == 0
-                    outcome = "ok" if ok else f"failed (log: {self.results_dir(out_dir, spec.name)})"
-                    self.ctx.progress(f"[lm_eval] {spec.name}: {outcome} in {time.monotonic() - started:.1f}s")
-        finally:
-            # lm-eval's logs and samples may quote a key (an upstream's 401 echoing the header), and the jobs
-            # hold the specs as the child needed them: masked once lm-eval has ended, before reading excerpts.
-            scrub_tree(out_dir, spec_secret_names(self.config.models))
-        return self.collect(out_dir)
+    def during_run(self) -> contextlib.AbstractContextManager[None]:
+        return self._served_openai_models()
+
+    def execute(self, out_dir: Path) -> None:
+        for spec in self.config.models:
+            self.ctx.progress(f"[lm_eval] {spec.name}: {', '.join(self.tasks_for(spec.name))}")
+            started = time.monotonic()
+            self._run_model(out_dir, spec)
+            status = _read_json(self.results_dir(out_dir, spec.name) / STATUS_FILE, {})
+            ok = status.get("returncode") == 0
+            outcome = "ok" if ok else f"failed (log: {self.results_dir(out_dir, spec.name)})"
+            self.ctx.progress(f"[lm_eval] {spec.name}: {outcome} in {time.monotonic() - started:.1f}s")
 
     # ---------------------------------------------------------------- collect
     def _locations(self, results: dict[str, Any]) -> dict[str, tuple[str, str, PlannedTask | None]]:
