@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,8 @@ class RunConfig(BaseModel):
     frameworks: dict[str, dict[str, Any]] = Field(default_factory=dict)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    # Frameworks run at once by `benchbridge run` (`--max-parallel` overrides); default: one per core.
+    max_parallel: int | None = Field(None, ge=1)
 
     @field_validator("models")
     @classmethod
@@ -154,7 +157,7 @@ class LoadedConfig:
             f"{self.path}: {key}: no model named {name!r} (have {', '.join(m.name for m in self.models)})"
         )
 
-    def datasets_for(self, framework: str, kinds: set[str]) -> list[Dataset]:
+    def datasets_for(self, framework: str, kinds: Collection[str]) -> list[Dataset]:
         out = []
         for ds in self.datasets:
             allowed = self.dataset_frameworks.get(ds.name)

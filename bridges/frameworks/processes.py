@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -153,7 +154,7 @@ def run_child(
     started = time.monotonic()
     with log.open("a" if append else "w", encoding="utf-8") as fh:
         if header:
-            fh.write("$ " + " ".join(str(a) for a in argv) + "\n")
+            fh.write("$ " + shlex.join(str(a) for a in argv) + "\n")
             fh.flush()
         out: int | object = subprocess.PIPE if on_line else (fh if stdout else subprocess.DEVNULL)
         proc = subprocess.Popen(

@@ -30,11 +30,9 @@ import copy
 import csv
 import importlib.util
 import json
-import os
 import secrets
 import shlex
 import shutil
-import subprocess
 import sys
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
@@ -47,9 +45,10 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, OpenSample
 from bridges.frameworks import Bridge, RunContext
+from bridges.frameworks.processes import child_env, run_child
 from bridges.models import ChatRequest, ModelSpec, answer_identity, as_messages, get_model, parse_model_spec
 from bridges.records import Record, failure
-from bridges.secrets import read_secret, scrub_tree, spec_secret_names
+from bridges.secrets import read_secret, spec_secret_names
 
 OFFICIAL_SET_SIZE = 805
 DATASPLIT = "eval"
@@ -387,6 +386,7 @@ class DatasetPlan:
 class AlpacaEvalBridge(Bridge):
     name: ClassVar[str] = "alpaca_eval"
     distribution: ClassVar[str] = "alpaca_eval"
+    kinds: ClassVar[frozenset[str]] = frozenset({"open"})
     Options = AlpacaEvalOptions
 
     def __init__(self, ctx: RunContext) -> None:
@@ -395,7 +395,7 @@ class AlpacaEvalBridge(Bridge):
         opts = self.opts = self.options
         cfg = self.config
         key = f"{cfg.path}: frameworks.alpaca_eval"
-        self.datasets: list[Dataset] = cfg.datasets_for(self.name, {"open"})
+        self.datasets: list[Dataset] = cfg.datasets_for(self.name, self.kinds)
         if not self.datasets:
             raise BenchbridgeError(
                 f"{cfg.path}: datasets: no open dataset for alpaca_eval (AlpacaEval judges open instructions; "
@@ -642,8 +642,9 @@ class AlpacaEvalBridge(Bridge):
             plans[ds] = DatasetPlan(generate, judge, changed)
         return plans
 
-    def run(self, out_dir: Path) -> list[Record]:
-        out_dir = out_dir.resolve()  # AlpacaEval joins a relative judge path onto its own configs folder
+    def prepare_run(self, out_dir: Path) -> None:
+        """Writes only what changed since the folder's last run: outputs of new or changed models (generated
+        now), references; a changed judge's cached judgements are dropped."""
         out_dir.mkdir(parents=True, exist_ok=True)
         overwrite = self.opts.overwrite or self.ctx.force
         current = self.identities()
@@ -658,6 +659,10 @@ class AlpacaEvalBridge(Bridge):
         self._write_outputs(out_dir, plan)
         for ds_name, rows in references.items():
             write_json(out_dir / ds_name / "reference.json", rows)
+        self._run_plan = plan
+
+    def execute(self, out_dir: Path) -> None:
+        plan, overwrite = self._run_plan, self.opts.overwrite or self.ctx.force
         to_judge = [ds.name for ds in self.datasets if plan[ds.name].judge]
         for ds in self.datasets:
             if ds.name not in to_judge:
@@ -676,14 +681,15 @@ class AlpacaEvalBridge(Bridge):
                     self._judge_dataset(out_dir, name, plan[name], overwrite)
             finally:
                 dropped = drop_unparsed_from_cache(folder)
-                # AlpacaEval's log may quote a key (a built-in judge's upstream error): masked before read.
-                scrub_tree(out_dir, spec_secret_names([*self.config.models, *self.judge.served_specs()]))
-        write_json_object(out_dir / IDENTITIES, current)  # only once every output and judgement is this version's
+        write_json_object(out_dir / IDENTITIES, self.identities())  # once every output and judgement is this version's
         if dropped:
             self.ctx.progress(
                 f"[alpaca_eval] {dropped} unparsed judgements left out of the cache (asked again next run)"
             )
-        return self.collect(out_dir)
+
+    def secret_names(self) -> list[str]:
+        # AlpacaEval's log may quote a key (a built-in judge's upstream error).
+        return spec_secret_names([*self.config.models, *self.judge.served_specs()])
 
     @contextlib.contextmanager
     def _judge_endpoint(self, serve: bool) -> Iterator[str]:
@@ -712,19 +718,15 @@ class AlpacaEvalBridge(Bridge):
             rows = {} if plan.reference_changed else read_board(board)
             write_board(board, {m: r for m, r in rows.items() if m not in plan.judge})
         failures = {m: why for m, why in read_failures(folder).items() if m not in plan.judge}
-        env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}
-        env.update({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **self.judge.env()})
+        env = child_env({"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **self.judge.env()}, drop=SECRET_ENV)
         log = folder / LOG
         log.unlink(missing_ok=True)
         remaining = list(plan.judge)
         while remaining:
             self.ctx.progress(f"[alpaca_eval] {dataset}: judging {', '.join(remaining)} with {self.judge.name}")
             argv = [sys.executable, "-m", "alpaca_eval.main", *self.command(out_dir, dataset, overwrite, remaining)]
-            with log.open("a", encoding="utf-8") as fh:
-                fh.write("$ " + shlex.join(argv) + "\n")
-                fh.flush()
-                # stdout only repeats the board and every annotation (fire prints what it returns): the log is stderr.
-                proc = subprocess.run(argv, cwd=folder, env=env, stdout=subprocess.DEVNULL, stderr=fh, check=False)
+            # stdout only repeats the board and every annotation (fire prints what it returns): the log is stderr.
+            proc = run_child(argv, log=log, env=env, cwd=folder, append=True, stdout=False)
             if proc.returncode == 0:
                 break
             on_board = read_board(board)
