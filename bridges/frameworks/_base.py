@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 from bridges._config import LoadedConfig
 from bridges._errors import BenchbridgeError
 from bridges._registry import Registry
-from bridges.records import Record
+from bridges.records import Record, Sample
 from bridges.secrets import scrub_tree, spec_secret_names
 
 
@@ -117,6 +117,12 @@ class Bridge(ABC):
     @abstractmethod
     def collect(self, out_dir: Path) -> list[Record]:
         """Reads the framework's native reports under `out_dir` into records."""
+
+    def collect_samples(self, out_dir: Path) -> list[Sample]:
+        """Reads the framework's own per-sample output under `out_dir` into samples, each scored by
+        the metric names its records use. Separate from `collect` so a bridge without per-sample
+        output needs nothing (this default: none) and callers of `collect` are unchanged."""
+        return []
 
     def record(self, **fields: Any) -> Record:
         """A record of this bridge's run: `fields` are the Record fields beyond run, framework and config hash."""

@@ -75,9 +75,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridges._errors import BenchbridgeError, FrameworkFailure
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
+from bridges.frameworks.opencompass.samples import dataset_samples
 from bridges.frameworks.processes import child_env, run_child
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
-from bridges.records import Record
+from bridges.records import Record, Sample
 from bridges.secrets import referenced_env
 
 MANIFEST = "benchbridge.json"
@@ -762,6 +763,22 @@ class OpenCompassBridge(Bridge):
                 subsets = [r for abbr in group["subsets"] for r in by_abbr.get(abbr, []) if r.primary]
                 records += self._group_records(summary, model, group, subsets)
         return records
+
+    def collect_samples(self, out_dir: Path) -> list[Sample]:
+        """Each model's per-sample rows of each scored dataset, from OpenCompass's predictions and
+        results, scored by the metric its record shows (the summary's first metric)."""
+        manifest = json.loads((out_dir / MANIFEST).read_text(encoding="utf-8"))
+        work = latest_work_dir(out_dir / WORK_DIR)
+        summary = read_summary(work)
+        samples: list[Sample] = []
+        for model in manifest["models"]:
+            for ds in manifest["datasets"]:
+                cells = summary.get(ds["abbr"], {})
+                metrics = [m for m, row in cells.items() if m != "-" and row.get(model, "-") not in ("-", "")]
+                if metrics:  # a failed dataset has no samples; its failed record says why
+                    metric = METRIC_NAMES.get(metrics[0], metrics[0])
+                    samples += dataset_samples(work, out_dir / DATA_DIR, model, ds, metric, self.ctx.run_id)
+        return samples
 
     def _dataset_records(
         self, work: Path, summary: dict[str, dict[str, dict[str, str]]], model: str, ds: dict[str, Any]
