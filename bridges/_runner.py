@@ -10,7 +10,8 @@ import shutil
 import subprocess
 import tempfile
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,9 +20,12 @@ from typing import TYPE_CHECKING, Any
 from bridges._config import LoadedConfig
 from bridges._errors import BenchbridgeError, FrameworkFailure
 from bridges._files import check_dir_writable, path_kind
+from bridges._parallel import default_max_parallel, run_units, shared_cores
 from bridges.frameworks import FRAMEWORKS, Bridge, RunContext
+from bridges.frameworks._serving import run_service
 from bridges.frameworks.processes import log_excerpt, stopping_children_on_signals
 from bridges.models import ENV_SESSION, CacheReport, cache_report, configure_cache
+from bridges.models._loads import ENV_LOADS, LOADS_FILE
 from bridges.records import Record, failure, now_iso
 from bridges.secrets import mask, scrub_tree, spec_secret_names
 
@@ -180,41 +184,51 @@ def check_models(config: LoadedConfig) -> None:
 
 
 def smoke_python_models(config: LoadedConfig, progress: Callable[[str], None]) -> None:
-    """One short prompt to each `python` model, in a child process with a timeout, before any framework
-    starts: a model that raises or answers with the wrong type is exit 2 here, not exit 1 from deep
-    inside a framework. The prompt goes through the response cache, so an unchanged model is asked
-    once, not once per run. Too slow (a model that loads weights) is not an error: the check is
-    skipped and the run goes on."""
-    import sys
+    """One short prompt to each `python` model before any framework starts, with a timeout: a model that
+    raises or answers with the wrong type is exit 2 here, not exit 1 from deep inside a framework. Asked in
+    this process, where the run serves the model to the frameworks (`bridges.frameworks._serving`), so the
+    check loads it once for the whole run. The prompt goes through the response cache, so an unchanged
+    model is asked once, not once per run. Too slow (a model that loads weights) is not an error: the
+    check is skipped and the run goes on."""
+    import threading
 
-    from bridges.models import PythonSpec
+    from bridges.models import ChatRequest, PythonSpec, get_model
+    from bridges.models._python import SMOKE_PROMPT
 
-    pythonpath = os.pathsep.join(child_import_paths())
     # The check's cache lookups are not this run's: its cache report counts the frameworks' requests.
-    env = {k: v for k, v in os.environ.items() if k != ENV_SESSION} | {"PYTHONPATH": pythonpath}
-    for i, spec in enumerate(config.models):
-        if not isinstance(spec, PythonSpec):
-            continue
-        try:
-            proc = subprocess.run(
-                [sys.executable, "-c", "from bridges.models._python import smoke_main; smoke_main()"],
-                input=spec.model_dump_json(),
-                capture_output=True,
-                text=True,
-                timeout=SMOKE_TIMEOUT_S,
-                check=False,
-                env=env,
-            )
-        except subprocess.TimeoutExpired:
-            progress(f"[preflight] {spec.name}: no answer to a one-prompt check in {SMOKE_TIMEOUT_S:.0f}s; not checked")
-            continue
-        if proc.returncode != 0:
-            lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
-            cause = lines[-1] if lines else f"exit status {proc.returncode}"
-            raise BenchbridgeError(
-                f"{config.where('models', i)}: models[{i}] ({spec.name}): failed a one-prompt check "
-                f"before any framework ran: {cause}"
-            )
+    session = os.environ.pop(ENV_SESSION, None)
+    try:
+        for i, spec in enumerate(config.models):
+            if not isinstance(spec, PythonSpec):
+                continue
+            outcome: list[BaseException | None] = []
+
+            def ask(spec: PythonSpec = spec, outcome: list[BaseException | None] = outcome) -> None:
+                try:
+                    get_model(spec).generate([ChatRequest((("user", SMOKE_PROMPT),), max_new_tokens=8)])
+                    outcome.append(None)
+                except BaseException as raised:  # noqa: BLE001 - user code, SystemExit included: reported below
+                    outcome.append(raised)
+
+            thread = threading.Thread(target=ask, name=f"check-{spec.name}", daemon=True)
+            thread.start()
+            thread.join(SMOKE_TIMEOUT_S)
+            if not outcome:
+                progress(
+                    f"[preflight] {spec.name}: no answer to a one-prompt check in {SMOKE_TIMEOUT_S:.0f}s; not checked"
+                )
+                continue
+            exc = outcome[0]
+            if exc is not None:
+                message = " ".join(str(exc).split())
+                cause = message if isinstance(exc, BenchbridgeError) else f"{type(exc).__name__}: {message}"
+                raise BenchbridgeError(
+                    f"{config.where('models', i)}: models[{i}] ({spec.name}): failed a one-prompt check "
+                    f"before any framework ran: {cause}"
+                )
+    finally:
+        if session is not None:
+            os.environ[ENV_SESSION] = session
 
 
 def check_sqlite_path(path: Path, key: str, what: str) -> None:
@@ -371,11 +385,14 @@ def run(
     force: bool = False,
     progress: Callable[[str], None] = lambda m: None,
     cache: bool = True,
+    max_parallel: int | None = None,
 ) -> RunOutcome:
     """Runs each selected framework; each one's records are stored as soon as it ends.
 
     `cache=False` (`--no-cache`) bypasses the response cache. The cache choice and the run id are
     put in the environment, so framework subprocesses use the same cache and their counts add up.
+    Frameworks run up to `max_parallel` at once (`--max-parallel`, else the config's `max_parallel`,
+    else one per core), started in config order; `outcome.frameworks` keeps that order.
     """
     from leaderboards.store import ResultsStore
 
@@ -389,12 +406,39 @@ def run(
     bridges = make_bridges(
         config, only, {"run_id": run_id, "config_hash": config_hash, "force": force, "progress": progress}
     )
-    smoke_python_models(config, progress)
-    store = ResultsStore(config.results_db).open()  # creates the schema now: a bad file fails here
+    parallel = max_parallel or config.cfg.max_parallel or default_max_parallel(len(bridges))
     run_dir = config.work_dir / run_id
     outcome = RunOutcome(run_id, run_dir, config.results_db)
-    with stopping_children_on_signals():  # Ctrl-C/SIGTERM end the frameworks' process groups first
-        for bridge in bridges:
-            outcome.frameworks.append(run_framework(bridge, store, run_dir, progress))
+    fresh_work_dir = not config.work_dir.exists()
+    # Every model a framework asks through benchbridge is served from here, loaded once for the run, and
+    # every load by benchbridge's processes is logged in the run folder.
+    with (
+        _environment({ENV_LOADS: str(run_dir / LOADS_FILE)}),
+        shared_cores(parallel),
+        run_service(config.models, child_import_paths()),
+    ):
+        try:
+            smoke_python_models(config, progress)
+        except BenchbridgeError:  # bad input: nothing stays written, the check's load log included
+            shutil.rmtree(config.work_dir if fresh_work_dir else run_dir, ignore_errors=True)
+            raise
+        store = ResultsStore(config.results_db).open()  # creates the schema now: a bad file fails here
+        with stopping_children_on_signals():  # Ctrl-C/SIGTERM end the frameworks' process groups first
+            outcome.frameworks = run_units(bridges, lambda b: run_framework(b, store, run_dir, progress), parallel)
     outcome.cache = cache_report(run_id)
     return outcome
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    """Sets `values` in this process's environment (so in every child's) for the block, then restores it."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

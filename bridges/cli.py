@@ -30,6 +30,15 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _max_parallel(text: str | None) -> int | None:
+    """`--max-parallel N`, checked here: argparse's own errors print a usage block, not one line."""
+    if text is None:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise BenchbridgeError(f"run: --max-parallel {text}: give a whole number of frameworks, 1 or more")
+    return int(text)
+
+
 def cmd_datasets_import(args: argparse.Namespace) -> int:
     from bridges.datasets import import_source
 
@@ -176,6 +185,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         force=args.force,
         progress=lambda m: console.log(m, markup=False),  # messages hold "[framework]" and paths, not markup
         cache=not args.no_cache,
+        max_parallel=_max_parallel(args.max_parallel),
     )
     lines = [f"run dir: {outcome.run_dir}", f"results: {outcome.db}"]
     if args.no_publish:
@@ -289,6 +299,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config")
     run.add_argument("--only", help="comma-separated frameworks (default: all in the config)")
     run.add_argument("--force", action="store_true", help="rerun work a framework would skip as done")
+    run.add_argument(
+        "--max-parallel",
+        metavar="N",
+        help="frameworks run at once (default: the config's max_parallel, else one per core)",
+    )
     run.add_argument("--no-publish", action="store_true", help="store results only; skip publishing the board")
     run.add_argument(
         "--no-cache", action="store_true", help="ask the models again: neither read nor write the response cache"

@@ -71,7 +71,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridges._errors import BenchbridgeError
-from bridges.models import ChatRequest, ChatResponse, ModelSpec, TokenLogprob, get_model
+from bridges._registry import import_target
+from bridges.models import MODEL_KINDS, ChatRequest, ChatResponse, ModelSpec, TokenLogprob, get_model
 from bridges.secrets import mask, remember_secret_name, spec_secret_names
 
 _log = logging.getLogger("uvicorn.error")  # printed by uvicorn's handler, like its own errors
@@ -305,11 +306,14 @@ class ModelWorker:
     """Answers one model's requests: batched backends on one thread that batches what arrives together,
     the others directly on the calling (request) thread, the layer bounding the calls in flight."""
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, spec: ModelSpec, *, lazy: bool = False) -> None:
         self.spec = spec
         self.model = get_model(spec)
-        # Load now: a missing model folder fails at start, not per request.
-        self.batched = self.model.backend.batched
+        if lazy:  # a run's service: loaded on the first cache miss, so a fully cached run loads nothing
+            backend_cls = import_target(MODEL_KINDS.get(spec.kind).backend)
+            self.batched = bool(getattr(backend_cls, "batched", False))
+        else:  # load now: a missing model folder fails at start, not per request
+            self.batched = self.model.backend.batched
         self._queue: queue.Queue[tuple[ChatRequest, Future[ChatResponse]] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         if self.batched:
@@ -382,9 +386,10 @@ class ModelWorker:
 class ServedModels:
     """The models one server answers for, by name."""
 
-    def __init__(self, specs: Sequence[ModelSpec]) -> None:
+    def __init__(self, specs: Sequence[ModelSpec], *, lazy: bool = False) -> None:
         if not specs:
             raise BenchbridgeError("serve: no model to serve")
+        self.lazy = lazy
         names = [s.name for s in specs]
         if len(set(names)) != len(names):
             raise BenchbridgeError(f"serve: model names must be unique, got {', '.join(names)}")
@@ -397,7 +402,7 @@ class ServedModels:
         self.workers: dict[str, ModelWorker] = {}
         try:
             for spec in specs:
-                self.workers[spec.name] = ModelWorker(spec)
+                self.workers[spec.name] = ModelWorker(spec, lazy=lazy)
         except BaseException:
             self.close()
             raise
@@ -871,11 +876,13 @@ def serving(
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S,
     keep_alive_timeout_s: float = DEFAULT_KEEP_ALIVE_TIMEOUT_S,
+    lazy: bool = False,
 ) -> Iterator[str]:
     """Serves `specs` on a background thread; yields the base URL (`http://127.0.0.1:PORT/v1`), then stops.
 
     With `api_key`, every request needs `Authorization: Bearer <api_key>`; without one, `host` must be
-    loopback. The other guards are described in the module docstring.
+    loopback. The other guards are described in the module docstring. `lazy`: each model loads on its
+    first cache miss instead of now (a run serves every model a framework might ask, most from cache).
     """
     check_exposure(host, api_key)
     guards = Guards(api_key, max_body_bytes, body_timeout_s, keep_alive_timeout_s)
@@ -884,7 +891,7 @@ def serving(
     server: uvicorn.Server | None = None
     thread: threading.Thread | None = None
     try:
-        served = ServedModels([specs] if isinstance(specs, ModelSpec) else list(specs))
+        served = ServedModels([specs] if isinstance(specs, ModelSpec) else list(specs), lazy=lazy)
         server = _server(served, guards)
         thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="benchbridge-serve", daemon=True)
         thread.start()

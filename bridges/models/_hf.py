@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from bridges._errors import BenchbridgeError
+from bridges.models._loads import note_load
 from bridges.models._spec import HFSpec
 from bridges.models._types import ChatRequest, ChatResponse, TokenLogprob
 
@@ -40,29 +44,82 @@ def fingerprint(spec: HFSpec) -> str:
     return h.hexdigest()[:16]
 
 
+class _Weights:
+    """One loaded tokenizer and model, shared by every spec naming the same files (a model under two
+    system prompts is one model in memory), with a lock: a fast tokenizer raises "Already borrowed" when
+    two threads use it at once, and two forward passes at once only fight over the same cores."""
+
+    def __init__(self, tokenizer: Any, model: Any) -> None:
+        self.tokenizer = tokenizer
+        self.model = model
+        self.lock = threading.Lock()
+
+
+_WEIGHTS: dict[str, _Weights] = {}
+_WEIGHTS_LOCK = threading.Lock()
+
+
+def weights_key(spec: HFSpec) -> str:
+    """What the loaded objects depend on; the name, system prompt and generation settings do not count."""
+    # The fingerprint: new weights at the same path are loaded afresh, not served from memory.
+    parts = [
+        spec.path,
+        spec.tokenizer_path,
+        spec.peft_path,
+        spec.tokenizer_kwargs,
+        spec.model_kwargs,
+        fingerprint(spec),
+    ]
+    return json.dumps(parts, sort_keys=True, default=str)
+
+
+def _load(spec: HFSpec) -> _Weights:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    started = time.monotonic()
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))  # `benchbridge run` shares the cores out between parallel units
+    tok_kwargs = {"padding_side": "left", **spec.tokenizer_kwargs}
+    tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_path or spec.path, **tok_kwargs)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model_kwargs: dict[str, Any] = {"dtype": torch.float32, **spec.model_kwargs}
+    # Any: a transformers model or, with an adapter, PEFT's wrapper of it; both generate() alike.
+    model: Any = AutoModelForCausalLM.from_pretrained(spec.path, **model_kwargs)
+    if spec.peft_path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, spec.peft_path)
+    weights = _Weights(tokenizer, model.eval())
+    ref = spec.path + (f" + {spec.peft_path}" if spec.peft_path else "")
+    note_load("hf", ref, spec.name, started)
+    return weights
+
+
+def shared_weights(spec: HFSpec) -> _Weights:
+    """The spec's tokenizer and model, loaded once per process."""
+    key = weights_key(spec)
+    with _WEIGHTS_LOCK:  # held while loading: a second spec of the same files waits instead of loading again
+        if key not in _WEIGHTS:
+            _WEIGHTS[key] = _load(spec)
+        return _WEIGHTS[key]
+
+
 class HFBackend:
     batched = True
 
     def __init__(self, spec: HFSpec) -> None:
         os.environ.setdefault("USE_TF", "0")  # evals installs tensorflow; importing it costs ~8 s
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         check_local_path(spec.path, f"model {spec.name}: path")
         self.spec = spec
         self.torch = torch
-        tok_kwargs = {"padding_side": "left", **spec.tokenizer_kwargs}
-        self.tokenizer = AutoTokenizer.from_pretrained(spec.tokenizer_path or spec.path, **tok_kwargs)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        model_kwargs: dict[str, Any] = {"dtype": torch.float32, **spec.model_kwargs}
-        # Any: a transformers model or, with an adapter, PEFT's wrapper of it; both generate() alike.
-        model: Any = AutoModelForCausalLM.from_pretrained(spec.path, **model_kwargs)
-        if spec.peft_path:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, spec.peft_path)
-        self.model = model.eval()
+        self.weights = shared_weights(spec)
+        self.tokenizer = self.weights.tokenizer
+        self.model = self.weights.model
 
     def render(self, req: ChatRequest) -> str:
         messages = req.message_dicts()
@@ -71,6 +128,10 @@ class HFBackend:
         return "\n\n".join(m["content"] for m in messages)
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        with self.weights.lock:
+            return self._generate(requests)
+
+    def _generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         torch = self.torch
         prompts = [self.render(r) for r in requests]
         enc = self.tokenizer(

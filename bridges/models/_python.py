@@ -7,12 +7,14 @@ import importlib
 import importlib.util
 import inspect
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bridges._errors import BenchbridgeError
 from bridges._registry import Registry, import_target
+from bridges.models._loads import note_load
 from bridges.models._spec import PythonSpec
 from bridges.models._types import ChatRequest, ChatResponse
 from bridges.secrets import env_refs, resolve_env_refs
@@ -84,28 +86,11 @@ def resolve_target(spec: PythonSpec, key: str) -> Any:
 SMOKE_PROMPT = "Reply with OK."
 
 
-def smoke_main() -> None:
-    """`python -c 'from bridges.models._python import smoke_main; smoke_main()'` with a PythonSpec
-    as JSON on stdin: asks the model one short prompt through the model layer (so through the
-    response cache: an unchanged model is not called again on the next run). Exit 0 when it answered
-    with one string; else the cause on the last line of stdout and exit 1."""
-    import sys
-
-    from bridges.models._layer import get_model
-
-    spec = PythonSpec.model_validate_json(sys.stdin.read())
-    try:
-        get_model(spec).generate([ChatRequest((("user", SMOKE_PROMPT),), max_new_tokens=8)])
-    except BaseException as exc:  # noqa: BLE001 - a child process whose one job is to report what the model did
-        message = " ".join(str(exc).split())
-        print(f"{type(exc).__name__}: {message}" if not isinstance(exc, BenchbridgeError) else message)
-        sys.exit(1)
-
-
 class PythonBackend:
     batched = True
 
     def __init__(self, spec: PythonSpec) -> None:
+        started = time.monotonic()
         self.spec = spec
         obj = resolve_target(spec, f"model {spec.name}: target")
         if inspect.isclass(obj):
@@ -115,6 +100,7 @@ class PythonBackend:
         if not callable(obj):
             raise BenchbridgeError(f"model {spec.name}: {spec.target!r} is not callable")
         self.fn: Callable[[list[Any]], list[str]] = obj
+        note_load("python", spec.target, spec.name, started)  # a class may load weights when built
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         convs = [r.message_dicts() for r in requests]

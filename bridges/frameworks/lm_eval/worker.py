@@ -32,7 +32,8 @@ from lm_eval.loggers import EvaluationTracker  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 from lm_eval.utils import handle_non_serializable  # noqa: E402
 
-from bridges.models import ChatRequest, as_messages, get_model, parse_model_spec  # noqa: E402
+from bridges.frameworks._serving import model_for  # noqa: E402
+from bridges.models import ChatRequest, as_messages, parse_model_spec  # noqa: E402
 
 PYTHON_MODEL = "benchbridge-python"
 SKIPPED_FILE = "skipped.json"
@@ -50,7 +51,7 @@ class BenchbridgePythonLM(LM):
         super().__init__()
         raw = json.loads(spec) if isinstance(spec, str) else spec
         self.spec = parse_model_spec(raw, where="lm-eval model_args.spec")
-        self.model = get_model(self.spec)
+        self.model = model_for(self.spec)  # the run's served model (loaded once per run), or the layer here
 
     @property
     def tokenizer_name(self) -> str:

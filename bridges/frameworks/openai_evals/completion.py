@@ -4,10 +4,13 @@ A registry written by `benchbridge prepare` names this class in `completion_fns/
 the model spec as its `args` (`model: {...}`; env-var names only, never secrets). `oaieval` builds
 it with an extra `registry=` keyword and calls it from up to `EVALS_THREADS` threads at once.
 
-Batched backends (hf, python) get those concurrent calls gathered into batches by `_MicroBatcher`,
-so a local model answers several samples per forward pass instead of one thread at a time fighting
-over the same weights and tokenizer. Other backends (openai) are called directly from evals'
-threads; the layer applies their concurrency limits.
+During `benchbridge run` the model is the run's served one (`bridges.frameworks._serving.model_for`):
+loaded once in benchbridge's process for all the run's `oaieval` processes, each thread's prompt
+sent over loopback, where the server batches what arrives together. Run by hand from a prepared
+registry, the model loads in this process: batched backends (hf, python) then get evals' concurrent
+calls gathered into batches by `_MicroBatcher`, so a local model answers several samples per forward
+pass instead of one thread at a time fighting over the same weights and tokenizer. Other backends
+(openai) are called directly from evals' threads; the layer applies their concurrency limits.
 
 This module is imported only inside `oaieval`; it must not import `evals` at module level (its
 import needs `OPENAI_API_KEY`), so results are plain objects with `get_completions()`.
@@ -23,7 +26,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bridges._registry import import_target
-from bridges.models import MODEL_KINDS, ChatRequest, ChatResponse, Model, as_messages, get_model, parse_model_spec
+from bridges.frameworks._serving import RemoteModel, model_for
+from bridges.models import MODEL_KINDS, ChatRequest, ChatResponse, Model, as_messages, parse_model_spec
 
 # evals' own convention for few-shot turns: role "system" with these names.
 _FEWSHOT_ROLES = {"example_user": "user", "example_assistant": "assistant"}
@@ -108,11 +112,14 @@ class BenchbridgeCompletionFn:
     def __init__(self, model: dict[str, Any], registry: Any = None) -> None:
         del registry  # evals passes its registry to every completion function; we need none of it
         self.spec = parse_model_spec(model, where="completion_fns: args.model")
-        self.model = get_model(self.spec)
+        self.model = model_for(self.spec)  # the run's served model, or (by hand) the layer in this process
         self._batcher: _MicroBatcher | None = None
         self._batcher_lock = threading.Lock()
 
     def _generate(self, request: ChatRequest) -> ChatResponse:
+        if isinstance(self.model, RemoteModel):  # the server batches what evals' threads send together
+            return self.model.generate([request])[0]
+        assert isinstance(self.model, Model)
         # The backend's class says whether it batches; an instance would load the model even when
         # every answer is in the layer's response cache.
         backend_cls = import_target(MODEL_KINDS.get(self.spec.kind).backend)

@@ -26,7 +26,8 @@ from opencompass.runners import LocalRunner
 from opencompass.utils import get_logger, model_abbr_from_cfg
 from opencompass.utils.prompt import PromptList
 
-from bridges.models import ChatRequest, as_messages, get_model, parse_model_spec
+from bridges.frameworks._serving import model_for
+from bridges.models import ChatRequest, as_messages, parse_model_spec
 
 # OpenCompass prompt roles -> chat roles. SYSTEM stays a real system message (OpenCompass's HF default
 # folds it into the user turn); the canonical qa datasets carry their system prompts this way.
@@ -82,7 +83,7 @@ class BenchbridgeModel(BaseModel):
         self.template_parser = APITemplateParser(meta_template or CHAT_META_TEMPLATE)
         plain = json.loads(json.dumps(spec))  # mmengine hands over ConfigDicts
         self.spec = parse_model_spec(plain, where=f"opencompass model {plain.get('name', '?')}")
-        self.model = get_model(self.spec)
+        self.model = model_for(self.spec)  # the run's served model (loaded once per run), or the layer here
 
     def generate(self, inputs: list[PromptList | str], max_out_len: int, **kwargs: Any) -> list[str]:
         requests = [ChatRequest(as_messages(prompt_to_messages(p)), max_new_tokens=max_out_len) for p in inputs]
