@@ -297,7 +297,7 @@ def test_model_kinds_map_to_lm_eval_models(tmp_path: Path) -> None:
             [{"name": "m", "kind": "hf", "path": "/"}],
             {},
             [{"path": str(DATASETS / "open_instructions"), "frameworks": ["lm_eval"]}],
-            "open_instructions is of kind 'open'; lm_eval runs mcq and qa only",
+            "datasets\\[0\\].frameworks\\[0\\]: lm_eval cannot take dataset open_instructions of kind 'open'",
         ),
     ],
 )
