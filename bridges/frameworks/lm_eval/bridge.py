@@ -52,9 +52,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
+from bridges.frameworks.lm_eval.samples import read_samples, record_metric
 from bridges.frameworks.processes import child_env, run_child
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
-from bridges.records import Record
+from bridges.records import Record, Sample
 from bridges.secrets import dotenv_values, mask, referenced_env
 
 PREFIX = "bb_"
@@ -674,6 +675,28 @@ class LMEvalBridge(Bridge):
                 reason = skipped.get(name) or self._failure_reason(folder, name)
                 records.append(self._failed(spec.name, benchmark, metric, f"lm-eval task {name}: {reason}"))
         return records
+
+    def collect_samples(self, out_dir: Path) -> list[Sample]:
+        """Each model's per-document rows from lm-eval's `log_samples` files (samples_<task>_<date>.jsonl
+        beside the results file they belong to), scored by the metric names its records carry."""
+        out_dir = Path(out_dir).resolve()
+        samples: list[Sample] = []
+        for spec in self.config.models:
+            found = sorted(self.results_dir(out_dir, spec.name).glob("results_*.json"))
+            if not found:
+                continue
+            results = json.loads(found[-1].read_text(encoding="utf-8"))
+            where = self._locations(results)
+            for key, entry in results["results"].items():
+                path = found[-1].parent / f"samples_{key}_{found[-1].stem.removeprefix('results_')}.jsonl"
+                if not path.is_file():
+                    continue  # a group (its tasks have the files) or log_samples: false
+                benchmark, subset, _ = where.get(key, (key, "", None))
+                metrics = [record_metric(*k.split(",", 1)) for k in entry if "," in k and "_stderr," not in k]
+                samples += read_samples(
+                    path, run_id=self.ctx.run_id, model=spec.name, benchmark=benchmark, subset=subset, metrics=metrics
+                )
+        return samples
 
     @staticmethod
     def _failure_reason(folder: Path, name: str) -> str:
