@@ -50,9 +50,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
+from bridges.frameworks.openai_evals.samples import dataset_rows, merge, method_samples
 from bridges.frameworks.processes import child_env, run_child
 from bridges.models import ModelSpec, OpenAISpec, answer_identity
-from bridges.records import Record
+from bridges.records import Record, Sample
 from bridges.secrets import referenced_env, scrub_file, secret_values, spec_secret_names
 
 COMPLETION_FN_CLASS = "bridges.frameworks.openai_evals.completion:BenchbridgeCompletionFn"
@@ -506,6 +507,24 @@ class OpenAIEvalsBridge(Bridge):
         for job in self.jobs():
             records += self._collect_job(job, out_dir)
         return records
+
+    def collect_samples(self, out_dir: Path) -> list[Sample]:
+        """Per model and dataset, one row per sample with the scores of every method whose eval
+        finished (the record file of a failed eval gives none: its failed record says why)."""
+        out_dir = Path(out_dir).resolve()
+        grouped: dict[tuple[str, str], dict[str, dict[int, dict[str, Any]]]] = {}
+        for job in self.jobs():
+            if any(r.status != "ok" for r in self._collect_job(job, out_dir)):
+                continue
+            entries = method_samples(
+                job.record_path(out_dir), job.plan.method_name, job.grader.name if job.grader else None
+            )
+            grouped.setdefault((job.model.name, job.plan.dataset.name), {})[job.plan.method_name] = entries
+        samples: list[Sample] = []
+        for (model, dataset), per_method in grouped.items():
+            rows = dataset_rows(out_dir / "data" / dataset / "samples.jsonl")
+            samples += merge(per_method, rows, run_id=self.ctx.run_id, model=model, benchmark=dataset)
+        return samples
 
     def _collect_job(self, job: Job, out_dir: Path) -> list[Record]:
         path = job.record_path(out_dir)
