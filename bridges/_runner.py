@@ -26,7 +26,7 @@ from bridges.frameworks._serving import run_service
 from bridges.frameworks.processes import log_excerpt, stopping_children_on_signals
 from bridges.models import ENV_SESSION, CacheReport, cache_report, configure_cache
 from bridges.models._loads import ENV_LOADS, LOADS_FILE
-from bridges.records import Record, failure, now_iso
+from bridges.records import Record, Sample, failure, now_iso
 from bridges.secrets import mask, scrub_tree, spec_secret_names
 
 if TYPE_CHECKING:
@@ -344,8 +344,11 @@ def run_framework(
     progress(f"[{bridge.name}] starting")
     error = None
     records: list[Record] = []
+    samples: list[Sample] = []
     try:
         records = bridge.run(run_dir / bridge.name)
+        # Read after the run, stored with its records in one transaction (a parse error is this framework's failure).
+        samples = bridge.collect_samples(run_dir / bridge.name)
     except FrameworkFailure as exc:
         error = f"{exc}\n{exc.log_excerpt}".strip()
     except BenchbridgeError as exc:  # found while running: this framework's failure, not bad input
@@ -357,6 +360,7 @@ def run_framework(
         error = f"{type(exc).__name__}: {exc} (traceback: {log})\n{log_excerpt(log)}"
     if error is not None:
         error = mask(error)
+        samples = []
         records = [
             failure(
                 run_id=ctx.run_id,
@@ -372,9 +376,9 @@ def run_framework(
     status = "failed" if error or any(r.status == "failed" for r in records) else "ok"
     if error is None and status == "failed":
         error = "; ".join(sorted({(r.error or "")[:300] for r in records if r.status == "failed"}))
-    store.add_run(manifest(config, bridge, ctx.run_id, started, status, error), records)
+    store.add_run(manifest(config, bridge, ctx.run_id, started, status, error), records, samples)
     seconds = (datetime.now(UTC) - t0).total_seconds()
-    progress(f"[{bridge.name}] {status} in {seconds:.1f}s, {len(records)} records")
+    progress(f"[{bridge.name}] {status} in {seconds:.1f}s, {len(records)} records, {len(samples)} samples")
     return FrameworkOutcome(bridge.name, status, records, seconds, error)
 
 
