@@ -10,7 +10,7 @@ on two cores do not each start two threads and slow both down.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import TypeVar
@@ -34,22 +34,27 @@ def default_max_parallel(units: int) -> int:
 
 
 @contextmanager
-def shared_cores(max_parallel: int) -> Iterator[int]:
-    """Sets each unit's torch threads (`cores // max_parallel`, at least 1) in the environment for the run;
-    a value the user set is kept. Yields the threads per unit."""
-    threads = max(1, cores() // max(1, max_parallel))
-    saved = {name: os.environ.get(name) for name in THREAD_VARS}
-    if saved["OMP_NUM_THREADS"] is None:
-        for name in THREAD_VARS:
-            os.environ.setdefault(name, str(threads))
+def scoped_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Sets `values` in this process's environment (so in every child's) for the block, then restores it."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
-        yield int(os.environ["OMP_NUM_THREADS"]) if os.environ["OMP_NUM_THREADS"].isdigit() else threads
+        yield
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def unit_threads(max_parallel: int) -> dict[str, str]:
+    """Each unit's torch threads (`cores // max_parallel`, at least 1) as environment variables; none when
+    the user set `OMP_NUM_THREADS`."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return {}
+    threads = str(max(1, cores() // max(1, max_parallel)))
+    return dict.fromkeys(THREAD_VARS, threads)
 
 
 def run_units(

@@ -10,8 +10,7 @@ import shutil
 import subprocess
 import tempfile
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 from bridges._config import LoadedConfig
 from bridges._errors import BenchbridgeError, FrameworkFailure
 from bridges._files import check_dir_writable, path_kind
-from bridges._parallel import default_max_parallel, run_units, shared_cores
+from bridges._parallel import default_max_parallel, run_units, scoped_environ, unit_threads
 from bridges.frameworks import FRAMEWORKS, Bridge, RunContext
 from bridges.frameworks._serving import run_service
-from bridges.frameworks.processes import log_excerpt, stopping_children_on_signals
+from bridges.frameworks.processes import import_paths, log_excerpt, stopping_children_on_signals
 from bridges.models import ENV_SESSION, CacheReport, cache_report, configure_cache
 from bridges.models._loads import ENV_LOADS, LOADS_FILE
 from bridges.records import Record, Sample, failure, now_iso
@@ -108,6 +107,7 @@ def prepare(config: LoadedConfig, out: Path, only: list[str] | None = None) -> d
     out = out.resolve()
     check_dir_writable(out, "--out")
     owned = _owned_by_prepare(out)
+    config.materialize_models()  # native configs name the built-in model's converted folder
     check_models(config)
     bridges = make_bridges(config, only, {"run_id": "prepared", "config_hash": config.config_hash()})
     for bridge in bridges:
@@ -151,13 +151,6 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 SMOKE_TIMEOUT_S = 20.0
 
 
-def child_import_paths() -> list[str]:
-    """Where the frameworks' processes import `python` models from: the project, the working
-    directory and PYTHONPATH (as it is now: a caller may have set it after this process started)."""
-    root = str(Path(__file__).resolve().parent.parent)
-    return [p for p in (root, os.getcwd(), *os.environ.get("PYTHONPATH", "").split(os.pathsep)) if p]
-
-
 def check_models(config: LoadedConfig) -> None:
     """Before anything runs or is prepared: every `python` model's target (and `imports`) imports and
     is callable, with the paths the frameworks will have; an `hf` model's local folders (path,
@@ -174,7 +167,7 @@ def check_models(config: LoadedConfig) -> None:
             if isinstance(value, str) and (spec.kind == "hf" or attr == "tokenizer_path"):
                 check_local_path(value, f"{key}.{attr}")
     saved = list(sys.path)
-    sys.path[:0] = [p for p in child_import_paths() if p not in sys.path]
+    sys.path[:0] = [p for p in import_paths() if p not in sys.path]
     try:
         for i, spec in enumerate(config.models):
             if isinstance(spec, PythonSpec):
@@ -404,6 +397,7 @@ def run(
     # Pre-flight: everything checkable is checked before a framework starts or a file is written
     # (the paths and imports before the cache choice goes into this process's environment).
     check_run_paths(config)
+    config.materialize_models()  # a built-in model is converted now (once), not when the config loads
     check_models(config)
     configure_cache(config.cache_path, enabled=cache and config.cfg.cache.enabled, session=run_id)
     config_hash = config.config_hash()
@@ -417,9 +411,8 @@ def run(
     # Every model a framework asks through benchbridge is served from here, loaded once for the run, and
     # every load by benchbridge's processes is logged in the run folder.
     with (
-        _environment({ENV_LOADS: str(run_dir / LOADS_FILE)}),
-        shared_cores(parallel),
-        run_service(config.models, child_import_paths()),
+        scoped_environ({ENV_LOADS: str(run_dir / LOADS_FILE), **unit_threads(parallel)}),
+        run_service(config.models, import_paths()),
     ):
         try:
             smoke_python_models(config, progress)
@@ -431,18 +424,3 @@ def run(
             outcome.frameworks = run_units(bridges, lambda b: run_framework(b, store, run_dir, progress), parallel)
     outcome.cache = cache_report(run_id)
     return outcome
-
-
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Sets `values` in this process's environment (so in every child's) for the block, then restores it."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v

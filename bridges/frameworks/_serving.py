@@ -29,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+from bridges._parallel import scoped_environ
 from bridges.models import ChatRequest, ChatResponse, Limits, ModelSpec, OpenAISpec, get_model
 
 ENV_URL = "BENCHBRIDGE_RUN_URL"
@@ -82,20 +83,14 @@ def run_service(specs: Sequence[ModelSpec], import_paths: Sequence[str] = ()) ->
     from bridges.serve import serving
 
     key = secrets.token_urlsafe(24)
-    saved_env = {n: os.environ.get(n) for n in (ENV_URL, ENV_KEY, ENV_MODELS)}
     saved_path = list(sys.path)
     sys.path[:0] = [p for p in import_paths if p not in sys.path]
     try:
         with serving(specs, api_key=key, lazy=True) as url:
             endpoint = RunEndpoint(url, key, {s.name: served_digest(s) for s in specs})
-            os.environ.update(endpoint.env())
-            yield endpoint
+            with scoped_environ(endpoint.env()):
+                yield endpoint
     finally:
-        for name, value in saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
         sys.path[:] = saved_path
 
 
