@@ -12,8 +12,10 @@ For each: the time of `benchbridge board` (the board built from the store and pr
 process: no interpreter start) and of `publish` (every file written), the size of index.html, and
 the growth of each time against the previous size (10x records should cost at most 13x time). With
 Chromium (Debian's, through Playwright): the 40k page's time to interactive (navigation start to the
-end of the load event, the page's script having run) and the time to open a cell into its samples on
-the 4k page (the `cells/c<j>.js` it loads, then the samples table drawn).
+end of the load event, the page's script having run), to its first frame drawn after that (the
+table laid out), the time to open a cell into its samples on the 4k page (the `cells/c<j>.js` it
+loads, then the samples table drawn), and on the 40k page, whose first `PAGE_ROWS` rows are laid
+out, the time to lay out every row when asked ("show all").
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from pathlib import Path
 SIZES = {"4k": (50, 100), "40k": (500, 0), "400k": (5000, 0)}  # models, samples per record
 COLUMNS, RERUNS = 40, 2
 CHROMIUM = os.environ.get("BENCHBRIDGE_CHROMIUM", "/usr/bin/chromium")
+# the time (from navigation start) when the first frame after the load event has been drawn
+FRAME = "new Promise(done => requestAnimationFrame(() => setTimeout(() => done(performance.now()))))"
 
 
 def build(folder: Path, size: str) -> Path:
@@ -81,6 +85,9 @@ def browser(page_40k: Path | None, page_4k: Path | None) -> dict[str, float]:
                     "(() => { const t = performance.getEntriesByType('navigation')[0];"
                     " return t.loadEventEnd - t.startTime; })()"
                 )
+                # the load event can come before the table's first layout: the first frame drawn after it
+                found[f"first_frame_{name}_ms"] = page.evaluate(FRAME)
+                found[f"rows_laid_out_{name}"] = page.locator("#board tbody tr").count()
                 # opening a cell: from the click to its samples (or its no-samples note) drawn
                 found[f"open_cell_{name}_ms"] = page.evaluate(
                     """() => new Promise(resolve => {
@@ -93,6 +100,13 @@ def browser(page_40k: Path | None, page_4k: Path | None) -> dict[str, float]:
                     })"""
                 )
                 found[f"samples_shown_{name}"] = page.locator("#ev-samples tbody tr").count()
+                if page.locator("#board-more button").is_visible():  # every row laid out, when asked
+                    found[f"show_all_{name}_ms"] = page.evaluate(
+                        """() => { const start = performance.now();
+                            document.querySelector('#board-more button').click();
+                            document.body.offsetHeight;  // the layout of every row, now
+                            return performance.now() - start; }"""
+                    )
                 page.close()
         finally:
             chrome.close()

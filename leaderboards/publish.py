@@ -36,7 +36,7 @@ import secrets as _random
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -71,6 +71,12 @@ CELLS_DIR = "cells"
 # Boards up to this many cells carry each cell's provenance as a tooltip; bigger ones (a tooltip per
 # cell made a 500 x 40 page several MB) show it when the cell is opened.
 TIP_CELLS = 2000
+# Boards up to this many cells write their table as HTML rows, readable without JavaScript; bigger
+# ones carry it as JSON drawn by the page's script (see `index_html`).
+HTML_CELLS = 2000
+# Of such a board the page lays out the first this many rows (in the order shown, filtered) and the
+# rest when asked: Chromium laid out 500 models x 86 cells in 0.6-0.9 s, 50 of them in a tenth of it.
+PAGE_ROWS = 50
 # Boards up to this many cells repeat provenance.csv as an xlsx sheet; writing 20,000 rows x 28 columns
 # into xlsx took 4-8 s (openpyxl), so bigger boards' sheet points at provenance.csv instead.
 XLSX_PROVENANCE_CELLS = 5000
@@ -421,6 +427,48 @@ def _tip(provenance: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
+def board_rows(board: Board) -> dict[str, Any]:
+    """The page's table body as compact data: per row [model, rank, rank sort key, average, its sort
+    key, coverage, rank range, its sort key, vs next, cells, intervals], a cell [status, text, sort
+    key] (and its provenance tooltip on boards up to TIP_CELLS cells); per column its framework and
+    whether it is averaged. The template writes it as HTML rows, or the page's script draws it."""
+    tips = len(board.rows) * len(board.columns) <= TIP_CELLS
+    averaged = set(board.average_over)
+    rows = []
+    for row in board.rows:
+        cells = []
+        for column in board.columns:
+            cell = row.cells[column.id]
+            sort = "" if cell.value_100 is None or cell.status != "ok" else f"{cell.value_100:.6g}"
+            entry = [cell.status, cell.text, sort]
+            if tips:
+                entry.append(_tip(board.provenance(cell)))
+            cells.append(entry)
+        rows.append(
+            [
+                row.model,
+                row.rank_text,
+                "" if row.rank is None else str(row.rank),
+                fmt(row.average),
+                "" if row.average is None else repr(row.average),
+                row.coverage,
+                row.rank_range_text,
+                "" if row.rank_range is None else str(row.rank_range.best),
+                row.versus_next,
+                cells,
+                [row.cells[c.id].ci_text for c in board.columns],
+            ]
+        )
+    return {"rows": rows, "fw": [c.framework for c in board.columns], "avg": [c.id in averaged for c in board.columns]}
+
+
+def script_json(data: object) -> str:
+    """JSON to put inside a `<script type="application/json">` block: `<`, `>` and `&` as \\u escapes,
+    so that no text in it (a model named `</script>...`) can end the block or open a comment."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 def index_html(board: Board, infos: list[DatasetInfo], generated: str, description: str | None = None) -> str:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
     from markupsafe import Markup
@@ -434,38 +482,11 @@ def index_html(board: Board, infos: list[DatasetInfo], generated: str, descripti
         "img-src data:; base-uri 'none'; form-action 'none'; object-src 'none'"
     )
     colours = charts.framework_colours(board)
-    tips = len(board.rows) * len(board.columns) <= TIP_CELLS
-    averaged = set(board.average_over)
-    rows = []
-    for row in board.rows:
-        cells = []
-        for column in board.columns:
-            cell = row.cells[column.id]
-            cells.append(
-                {
-                    "framework": column.framework,
-                    "status": cell.status,
-                    "text": cell.text,
-                    "sort": "" if cell.value_100 is None or cell.status != "ok" else f"{cell.value_100:.6g}",
-                    "tip": _tip(board.provenance(cell)) if tips else None,
-                    "averaged": column.id in averaged,
-                }
-            )
-        rows.append(
-            {
-                "model": row.model,
-                "rank_text": row.rank_text,
-                "rank_sort": "" if row.rank is None else str(row.rank),
-                "average_text": fmt(row.average),
-                "average_sort": "" if row.average is None else repr(row.average),
-                "coverage": row.coverage,
-                "cells": cells,
-                "range": row.rank_range_text,
-                "range_sort": "" if row.rank_range is None else str(row.rank_range.best),
-                "versus": row.versus_next,
-                "cis": [row.cells[c.id].ci_text for c in board.columns],
-            }
-        )
+    data = board_rows(board)
+    # A board up to HTML_CELLS cells is written as HTML rows (readable without JavaScript); a bigger
+    # one's rows are a JSON block that the page's script draws: Chromium took 0.65 s to parse a
+    # 500 x 40 board's 43,000 cells as HTML, far less to draw them from JSON.
+    as_html = len(board.rows) * len(board.columns) <= HTML_CELLS
     agreement = _agreement(board)
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
     return env.get_template("index.html.j2").render(
@@ -497,7 +518,11 @@ def index_html(board: Board, infos: list[DatasetInfo], generated: str, descripti
             }
             for c in board.columns
         ],
-        rows=rows,
+        rows=data["rows"] if as_html else [],
+        row_count=len(board.rows),
+        fws=data["fw"],
+        averaged_columns=data["avg"],
+        board_json=None if as_html else Markup(script_json({**data, "page": PAGE_ROWS})),
         failures=[{"model": c.model, "column": c.column.id, "reason": c.reason} for c in _failures(board)],
         legend=Markup(charts.legend(board)),
         benchmark_charts=[Markup(charts.benchmark_chart(board, b)) for b in board.benchmarks],
@@ -534,14 +559,21 @@ def _fw_versions(board: Board, framework: str) -> list[str]:
 # ---- per-column detail files ------------------------------------------------------------------
 
 
-def _samples_of_shown(board: Board) -> dict[tuple[str, str, str, str, str], list[dict[str, Any]]]:
+def _samples_of_shown(
+    board: Board, by_run: dict[tuple[str, str, str], list[dict[str, Any]]] | None = None
+) -> dict[tuple[str, str, str, str, str], list[dict[str, Any]]]:
     """The stored samples behind the board's values (of the runs shown), by (run, model, framework,
-    benchmark, subset); none for a board built from records."""
+    benchmark, subset); none for a board built from records. `by_run`: the store's samples by (run,
+    framework, model) when the caller read them already (`every_eval_ever.samples_by_run`)."""
     found: dict[tuple[str, str, str, str, str], list[dict[str, Any]]] = {}
     if board.store is None:
         return found
     run_ids = {r.run_id for cell in board.cells() for r in shown_records(cell)}
-    for s in board.store.sample_dicts(run_ids):
+    if by_run is None:
+        chosen: Iterable[dict[str, Any]] = board.store.sample_dicts(run_ids)
+    else:
+        chosen = (s for (run_id, _, _), samples in by_run.items() if run_id in run_ids for s in samples)
+    for s in chosen:
         key = (s["run_id"], s["model"], s["framework"], s["benchmark"], s.get("subset", ""))
         found.setdefault(key, []).append(s)
     return found
@@ -554,12 +586,13 @@ def _judge_text(judge: dict[str, Any] | None) -> str:
     return f"{verdict} — {judge['reasoning']}" if judge.get("reasoning") else verdict
 
 
-def cell_files(board: Board) -> dict[str, str]:
+def cell_files(board: Board, by_run: dict[tuple[str, str, str], list[dict[str, Any]]] | None = None) -> dict[str, str]:
     """`cells/c<j>.js` per board column j: `bbCell({...})` with each row's provenance (as the
-    provenance table has it), interval and samples (input texts shared across models, by index)."""
+    provenance table has it), interval and samples (input texts shared across models, by index).
+    `by_run`: the store's samples, when read already (see `_samples_of_shown`)."""
     from leaderboards.evidence import status
 
-    samples = _samples_of_shown(board)
+    samples = _samples_of_shown(board, by_run)
     names = list(PROVENANCE_COLUMNS.values())
     files = {}
     for j, column in enumerate(board.columns):
@@ -716,51 +749,77 @@ def publish(
     _check_target(out)
     generated = now_iso()
     infos = dataset_infos(board, datasets)
-    masked = secret_values(key_env_names(m for run in board.runs for m in run.get("models") or []))
-    paths = _path_names(board.store_dir)
-
-    @functools.lru_cache(maxsize=200_000)  # a board repeats its names, versions, run ids and dates
-    def clean(text: str) -> str:
-        text = redact(text, masked)
-        for absolute, portable in paths:
-            text = text.replace(absolute, portable)
-        return text
-
+    clean = cleaner(
+        secret_values(key_env_names(m for run in board.runs for m in run.get("models") or [])),
+        _path_names(board.store_dir),
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
-    try:
-        texts = {
-            "leaderboard.csv": leaderboard_csv(board),
-            "provenance.csv": provenance_csv(board),
-            "leaderboard.md": leaderboard_md(board, generated),
-            "index.html": index_html(board, infos, generated, settings.description if settings else None),
-            "README_OPENCOMPASS.md": opencompass_readme(board, infos, settings, generated[:10]),
-            **cell_files(board),
-        }
-        organization = settings.organization if settings else "benchbridge"
-        from leaderboards.every_eval_ever import documents, instance_files
+    written: list[str] = []
+    folders = {tmp}
 
+    def write(name: str, text: str) -> None:
+        # Each file is written as soon as it is made: a store's 400,000 samples are hundreds of MB of
+        # JSONL, which held all at once (and a masked copy of each) made publish slow and large.
+        path = tmp / name
+        if path.parent not in folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            folders.add(path.parent)
+        path.write_text(clean(text), encoding="utf-8", newline="")  # as written: CSV keeps its CRLF
+        written.append(name)
+
+    try:
+        write("leaderboard.csv", leaderboard_csv(board))
+        write("provenance.csv", provenance_csv(board))
+        write("leaderboard.md", leaderboard_md(board, generated))
+        write("index.html", index_html(board, infos, generated, settings.description if settings else None))
+        write("README_OPENCOMPASS.md", opencompass_readme(board, infos, settings, generated[:10]))
+        from leaderboards.every_eval_ever import JSON, documents, instance_files, samples_by_run
+
+        samples = samples_by_run(board)  # read once: the page's cell files and the instance-level export
+        for name, text in cell_files(board, samples).items():
+            write(name, text)
+        organization = settings.organization if settings else "benchbridge"
         docs = documents(board, organization)
         for name, document in docs:
             # no indent: json's C encoder (an indented dump is pure Python, 6 s for 4,000 documents)
-            texts[f"{EEE_DIR}/{name}"] = json.dumps(document, ensure_ascii=False) + "\n"
-        for name, text in instance_files(board, docs):
-            texts[f"{EEE_DIR}/{name}"] = text
-        for name, text in texts.items():
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            (tmp / name).write_text(clean(text), encoding="utf-8", newline="")  # as written: CSV keeps its CRLF
-        leaderboard_xlsx(board, tmp / "leaderboard.xlsx", clean)
-        marker = {"generated": generated, "title": board.title, "files": sorted([*texts, "leaderboard.xlsx"])}
+            write(f"{EEE_DIR}/{name}", JSON.encode(document) + "\n")
+        for name, text in instance_files(board, docs, samples):
+            write(f"{EEE_DIR}/{name}", text)
+        del samples
+        # the workbook's cells repeat their names, versions, run ids and dates: each is masked once
+        leaderboard_xlsx(board, tmp / "leaderboard.xlsx", functools.lru_cache(maxsize=100_000)(clean))
+        marker = {"generated": generated, "title": board.title, "files": sorted([*written, "leaderboard.xlsx"])}
         (tmp / MARKER).write_text(clean(json.dumps(marker, ensure_ascii=False, indent=2)), encoding="utf-8")
-        for path in [tmp, *tmp.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)  # mkdtemp made it private; a board is for reading
+        # mkdtemp made it private; a board is for reading
+        for folder in folders:
+            folder.chmod(0o755)
+        for name in [*written, "leaderboard.xlsx", MARKER]:
+            (tmp / name).chmod(0o644)
         _swap(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MARKER)
     return Published(out, files, board)
+
+
+def cleaner(masked: Sequence[str], paths: Sequence[tuple[str, str]]) -> Callable[[str], str]:
+    """The function every published text goes through: `redact` with the `masked` values, then the
+    absolute `paths` made portable. `redact`'s two regular expressions cost 30 ms per MB (a 4,000
+    record store's samples are 330 MB of JSONL), so they run only on a text that holds something they
+    could match: `sk-`, `bearer` in any case, or one of the values (substring tests, in C)."""
+
+    def clean(text: str) -> str:
+        if "sk-" in text or any(value in text for value in masked) or "bearer" in text.lower():
+            text = redact(text, masked)
+        for absolute, portable in paths:
+            if absolute in text:
+                text = text.replace(absolute, portable)
+        return text
+
+    return clean
 
 
 def _path_names(store_dir: Path | None) -> list[tuple[str, str]]:

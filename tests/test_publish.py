@@ -483,3 +483,142 @@ def test_a_real_run_leaks_no_secret_into_work_dir_or_board(tmp_path: Path, monke
     scanned = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert any(p.suffix == ".json" and "lm_eval" in p.parts for p in scanned)  # lm-eval's own files were read
     assert [p for p in scanned if SECRET.encode() in p.read_bytes()] == []
+
+
+# ---- a board too big for HTML rows: its rows drawn from JSON, the first PAGE_ROWS laid out ------------
+
+
+def _rows_as_shown(page: Any) -> list[list[Any]]:
+    """Every board row as the DOM has it: the row's attributes, each cell's attributes and inner HTML."""
+    return page.eval_on_selector_all(
+        "#board tbody tr",
+        """trs => trs.map(tr => [
+            Array.from(tr.attributes).map(a => a.name + '=' + a.value).sort(),
+            Array.from(tr.cells).map(td => [Array.from(td.attributes).map(a => a.name + '=' + a.value).sort(),
+                                            td.innerHTML])])""",
+    )
+
+
+def _open_page(context: Any, path: Path) -> Any:
+    page = context.new_page()
+    page.goto(path.as_uri())
+    page.wait_for_load_state("load")
+    return page
+
+
+def test_a_big_board_draws_the_same_rows_from_json(
+    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above HTML_CELLS cells the rows travel as JSON that the page's script draws: the same DOM as
+    the HTML rows, hostile names as text, the JSON block unable to end its script element."""
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setattr(publish_module, "HTML_CELLS", 0)
+    big = publish(open_board(published.out.parent / "results.sqlite", title=TITLE), tmp_path / "big")
+    html = big.index_html.read_text(encoding="utf-8")
+    assert '<script type="application/json" id="board-rows">' in html
+    assert "<td" not in html.split("<tbody>")[1].split("</tbody>")[0]  # no HTML rows
+    assert html.count("</script>") == 2  # the JSON block's end and the page script's: no name ends a block
+    assert "\\u003cscript\\u003ewindow.__pwned = 1" in html  # the name, escaped inside the JSON
+    with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
+        context = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            small_page, big_page = _open_page(context, published.index_html), _open_page(context, big.index_html)
+            assert _rows_as_shown(big_page) == _rows_as_shown(small_page)
+            assert len(_rows_as_shown(big_page)) == 5
+            assert big_page.evaluate("typeof window.__pwned") == "undefined"
+            assert big_page.evaluate("document.images.length") == 0
+            assert big_page.locator("#board-more").is_hidden()  # 5 rows: all of them are laid out
+            _open_cell(big_page, "smollm2-135m", "lm_eval/qa_capitals/exact_match")
+            assert _column_texts(big_page, "#ev-samples", 1) == ["wrong"] * 2 + ["right"] * 6
+        finally:
+            context.close()
+
+
+def test_a_big_board_lays_out_its_first_rows_and_sorts_and_filters_all(
+    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from playwright.sync_api import sync_playwright
+
+    monkeypatch.setattr(publish_module, "HTML_CELLS", 0)
+    monkeypatch.setattr(publish_module, "PAGE_ROWS", 2)
+    big = publish(open_board(published.out.parent / "results.sqlite", title=TITLE), tmp_path / "big")
+    table = _csv(published)
+    column = "lm_eval/qa_capitals/exact_match"
+    col = table[0].index(column)
+
+    def shown(page: Any) -> list[list[str]]:
+        return page.eval_on_selector_all(
+            "#board tbody tr:not([hidden])", "trs => trs.map(tr => Array.from(tr.cells).map(td => td.innerText.trim()))"
+        )
+
+    with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
+        context = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        try:
+            page = _open_page(context, big.index_html)
+            assert shown(page) == table[1:3]
+            assert page.locator("#board-more").inner_text().startswith("Showing the first 2 of 5 models")
+            # sorting orders every row, not only the two laid out: the lowest of all 5 come first
+            header = page.locator(f'#board thead th[data-key="{column}"]')
+            header.click()
+            header.click()
+            ascending = sorted((r for r in table[1:] if r[col] != "missing"), key=lambda r: float(r[col]))
+            assert [r[1] for r in shown(page)] == [r[1] for r in ascending[:2]]
+            # the filter looks at every row; the framework switch hides the cells of rows set aside too
+            page.fill("#model-filter", "smollm2")
+            assert [r[1] for r in shown(page)] == [r[1] for r in ascending if "smollm2" in r[1]]
+            assert page.locator("#board-more").is_hidden()  # both that pass are laid out
+            page.fill("#model-filter", "i")  # tiny-random and the two hostile names: 2 of 3 shown
+            assert len(shown(page)) == 2
+            assert page.locator("#board-more").inner_text().startswith("Showing the first 2 of 3 models")
+            page.fill("#model-filter", "")
+            page.uncheck('input.fw-toggle[value="lm_eval"]')
+            page.click("#board-more button")
+            assert len(shown(page)) == 5 and page.locator("#board-more").is_hidden()
+            hidden = page.eval_on_selector_all(
+                '#board tbody td[data-fw="lm_eval"]', "tds => tds.map(td => td.classList.contains('hidden-fw'))"
+            )
+            assert hidden and all(hidden)
+        finally:
+            context.close()
+
+
+def test_publish_masks_what_redact_masks_and_skips_only_texts_that_hold_nothing_to_mask() -> None:
+    from leaderboards._secrets import redact, secret_values
+
+    value = 'late"secret\\value-5c1d9e'
+    masked = secret_values(["BB_LATE_KEY"], env={"BB_LATE_KEY": value})
+    clean = publish_module.cleaner(masked, [("/store/", "")])
+    texts = [
+        "Authorization: BeArEr tok3n0123456789 at /store/run/log.txt",
+        "key sk-abcdefghijklmnop1234 in a 'task-list'",
+        f"said {value} and, in JSON, {json.dumps(value)}",
+        "the bearer instruments; a task-list; nothing to mask",
+    ]
+    for text in texts:
+        assert clean(text) == redact(text, masked).replace("/store/", "")
+    assert [clean(t) for t in texts] == [
+        "Authorization: BeArEr *** at run/log.txt",
+        "key *** in a 'task-list'",
+        'said *** and, in JSON, "***"',
+        texts[3],
+    ]
+
+
+def test_a_secret_known_only_when_publishing_is_masked_in_the_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store masked what it knew when it stored; a key set later is masked by publish, in the cell
+    files and the instance-level JSONL as everywhere."""
+    late = "bb-late-secret-5c1d9e7a"
+    store = sample_store(tmp_path / "results.sqlite")
+    manifest, records = _hostile_run()
+    samples = [s.model_copy(update={"output": f"the key is {late}"}) for s in sample_samples(records[:1])]
+    store.add_run(manifest, records, samples=samples)
+    monkeypatch.setenv("BB_LATE_TOKEN", late)
+    out = publish(open_board(tmp_path / "results.sqlite"), tmp_path / "board").out
+    assert late in store.path.read_bytes().decode("utf-8", "replace")  # stored before it was a secret
+    written = [p for p in out.rglob("*") if p.is_file()]
+    assert [p for p in written if late.encode() in p.read_bytes()] == []
+    masked = [p.name for p in written if b"the key is ***" in p.read_bytes()]
+    assert any(n.startswith("c") and n.endswith(".js") for n in masked) and any(n.endswith(".jsonl") for n in masked)
