@@ -45,9 +45,10 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, OpenSample
 from bridges.frameworks import Bridge, RunContext
+from bridges.frameworks.alpaca_eval.samples import annotation_samples
 from bridges.frameworks.processes import child_env, run_child
 from bridges.models import ChatRequest, ModelSpec, answer_identity, as_messages, get_model, parse_model_spec
-from bridges.records import Record, failure
+from bridges.records import Record, Sample, failure
 from bridges.secrets import read_secret, spec_secret_names
 
 OFFICIAL_SET_SIZE = 805
@@ -774,6 +775,25 @@ class AlpacaEvalBridge(Bridge):
                     continue
                 records += self._records(spec.name, ds.name, folder, row)
         return records
+
+    def collect_samples(self, out_dir: Path) -> list[Sample]:
+        """Each judged model's pairs from AlpacaEval's annotations (a model without a board row: none)."""
+        samples: list[Sample] = []
+        for ds in self.datasets:
+            folder = out_dir / ds.name
+            board = read_board(folder / BOARD)
+            ids = {instruction_text(s): s.id for s in self.samples[ds.name]}
+            for spec in self.models:
+                if spec.name in board:
+                    samples += annotation_samples(
+                        folder / "results" / spec.name / "annotations.json",
+                        ids,
+                        run_id=self.ctx.run_id,
+                        model=spec.name,
+                        benchmark=ds.name,
+                        judge=self.judge.name,
+                    )
+        return samples
 
     def _failed(self, model: str, dataset: str, folder: Path, why: str) -> Record:
         log = folder / LOG
