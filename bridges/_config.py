@@ -1,7 +1,11 @@
 """Run configs (`configs/*.yaml`): models x datasets x frameworks.
 
-Relative paths resolve against the config file's folder. `${VAR}` and `${VAR:-default}` are
-replaced from the environment (and `.env`); a missing variable is an error naming the key.
+Relative paths resolve against the config file's folder: datasets, work_dir, results_db, cache.path, and
+a model's `path`, `tokenizer_path` and `peft_path` when they name a local folder (a hub id such as
+`org/name` stays as written). Loading is cheap: a `builtin:` model is converted only when a run, a
+prepare or serve needs its folder (`LoadedConfig.materialize_models`), never by `board` or `publish`.
+`${VAR}` and `${VAR:-default}` are replaced from the environment (and `.env`); a missing variable is an
+error naming the key.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bridges._errors import BenchbridgeError
 from bridges._files import MAX_NAME, YamlDoc, loc_text, read_yaml
 from bridges.datasets import Dataset, load_dataset
-from bridges.models import ModelSpec, materialize, parse_model_spec
+from bridges.models import HFSpec, ModelSpec, OpenAISpec, check_builtin, materialize, parse_model_spec
 from bridges.secrets import remember_secret_name
 
+MODEL_PATH_FIELDS = ("path", "tokenizer_path", "peft_path")  # a model spec's local folders
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -101,7 +106,8 @@ class LoadedConfig:
         self.models: list[ModelSpec] = []
         for i, m in enumerate(cfg.models):
             spec = parse_model_spec(m, where=f"{self.where('models', i)}: models[{i}]")
-            self.models.append(materialize(spec))
+            check_builtin(spec, f"{self.where('models', i, 'path')}: models[{i}].path")
+            self.models.append(self._local_paths(spec))
         names = [m.name for m in self.models]
         dupes = {n for n in names if names.count(n) > 1}
         if dupes:
@@ -121,6 +127,29 @@ class LoadedConfig:
             self.dataset_frameworks[ds.name] = ref.frameworks
         for fw in cfg.frameworks:
             FRAMEWORKS.get(fw, key=f"{self.where('frameworks', fw)}: frameworks.{fw}")
+
+    def _local_paths(self, spec: ModelSpec) -> ModelSpec:
+        """The spec with its local folder fields resolved against the config's folder, as datasets are."""
+        if not isinstance(spec, HFSpec | OpenAISpec):  # other kinds' fields may be anything (URLs, ids)
+            return spec
+        updates = {}
+        for attr in MODEL_PATH_FIELDS:
+            value = getattr(spec, attr, None)
+            if isinstance(value, str) and (resolved := self.resolve_model_path(value)) != value:
+                updates[attr] = resolved
+        return spec.model_copy(update=updates) if updates else spec
+
+    def resolve_model_path(self, value: str) -> str:
+        """A relative local folder (starting with `.`, or two levels deep, or present beside the config)
+        resolved against the config's folder; absolute, `~`, `builtin:` and hub ids (`org/name`) as written."""
+        if value.startswith(("/", "~", "builtin:")) or "://" in value:
+            return value
+        looks_local = value.startswith(".") or value.count("/") >= 2 or (self.base / value).exists()
+        return str((self.base / value).resolve()) if looks_local else value
+
+    def materialize_models(self) -> None:
+        """Built-in models get their local folder (converted on first use, ~45 s): runs, prepare, serve."""
+        self.models = [materialize(m) for m in self.models]
 
     def where(self, *loc: Any) -> str:
         """`config:line` of the key at `loc` (the file alone when the line is unknown)."""

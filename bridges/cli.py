@@ -214,6 +214,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     max_body_mb = option_number(args.max_body_mb, "--max-body-mb", 0.001, 1024)
     key = key_from_env(args.api_key_env)  # before loading anything: a missing key is the user's to fix first
     config = load_config(args.config)
+    config.materialize_models()
     specs = [config.model(name, "--model") for name in _split(args.model) or []]
     run_server(specs, host=args.host, port=port, api_key=key, max_body_bytes=int(max_body_mb * 1024 * 1024))
     return 0

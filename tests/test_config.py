@@ -129,5 +129,58 @@ def test_missing_weights_fail_prepare_and_run_but_not_loading_the_config(
     for argv in (["prepare", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "out")], ["run", str(tmp_path / "run.yaml")]):
         assert main(argv) == 2
         err = capsys.readouterr().err
-        assert "run.yaml:5: models[0].path: ./no-such-weights: model folder not found" in err, err
+        # resolved against the config's folder, as datasets are
+        assert f"run.yaml:5: models[0].path: {tmp_path.resolve() / 'no-such-weights'}: model folder not found" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]
+
+
+def test_board_on_a_builtin_model_config_converts_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Loading a config never converts a model: `board CONFIG` works where the converted folder is absent
+    and creates nothing (the conversion takes ~45 s and belongs to a run)."""
+    from bridges.cli import main
+    from leaderboards import ResultsStore
+    from leaderboards.testing import manifest_for, sample_record
+
+    converted = tmp_path / "models"  # where builtin:smollm2-135m-instruct would be converted
+    monkeypatch.setenv("BENCHBRIDGE_MODELS", str(converted))
+    text = BASE.replace("models:\n", "models:\n  - {name: smol, kind: hf, path: builtin:smollm2-135m-instruct}\n", 1)
+    path = write(tmp_path, text)
+    cfg = load_config(path)
+    assert cfg.models[0].path == "builtin:smollm2-135m-instruct"  # type: ignore[attr-defined]
+    record = sample_record("r1", "2026-11-30T00:00:00+00:00", "lm_eval", "smol", "qa_capitals", "exact_match", 0.5)
+    ResultsStore(cfg.results_db).add_run(manifest_for("r1", "lm_eval", [record]), [record])
+    assert main(["board", str(path)]) == 0
+    assert "smol" in capsys.readouterr().out
+    assert not converted.exists()
+
+
+def test_model_paths_resolve_against_the_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`path`, `tokenizer_path` and `peft_path` resolve like datasets do, whatever the working directory;
+    hub ids, absolute paths and `~` stay as written."""
+    sub = tmp_path / "configs" / "exp"
+    for folder in ("weights/base", "tok", "adapters/a1"):
+        (sub / folder).mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    text = BASE.replace(
+        "models:\n",
+        "models:\n"
+        "  - {name: local, kind: hf, path: ./weights/base, tokenizer_path: tok, peft_path: adapters/a1}\n"
+        "  - {name: hub, kind: hf, path: org/name, tokenizer_path: ~/tok}\n"
+        "  - {name: api, kind: openai, model: gpt-x, tokenizer_path: ../exp/tok}\n",
+        1,
+    )
+    (sub / "run.yaml").write_text(text, encoding="utf-8")
+    cfg = load_config(sub / "run.yaml")
+    local, hub, api = (cfg.model(n, "t") for n in ("local", "hub", "api"))
+    assert isinstance(local, HFSpec) and isinstance(hub, HFSpec)
+    assert (local.path, local.tokenizer_path, local.peft_path) == (
+        str(sub / "weights" / "base"),
+        str(sub / "tok"),
+        str(sub / "adapters" / "a1"),
+    )
+    assert (hub.path, hub.tokenizer_path) == ("org/name", "~/tok")
+    assert api.tokenizer_path == str(sub / "tok")  # type: ignore[attr-defined]

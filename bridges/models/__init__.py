@@ -1,6 +1,6 @@
 """Model specs and the one model layer every bridge calls."""
 
-from bridges.models._builtin import materialize
+from bridges.models._builtin import check_builtin, materialize
 from bridges.models._cache import (
     ENV_SESSION,
     CacheReport,
@@ -54,6 +54,7 @@ __all__ = [
     "answer_identity",
     "as_messages",
     "cache_report",
+    "check_builtin",
     "check_local_path",
     "configure_cache",
     "default_cache_path",

@@ -67,6 +67,13 @@ def smollm2_135m_instruct(root: Path) -> Path:
     return out
 
 
+def check_builtin(spec: ModelSpec, key: str) -> None:
+    """A `builtin:` path names a known built-in model. Cheap: nothing is converted (see `materialize`)."""
+    path = getattr(spec, "path", None)
+    if isinstance(path, str) and path.startswith(PREFIX):
+        BUILTIN_MODELS.get(path[len(PREFIX) :], key=key)
+
+
 def materialize(spec: ModelSpec) -> ModelSpec:
     """The spec with a `builtin:` path replaced by the local folder, so native configs get a real path."""
     path = getattr(spec, "path", None)
