@@ -66,7 +66,7 @@ KEEP: dict[str, list[str]] = {
     ],
 }
 # Timestamps in file names and contents that would change on every run.
-_STAMPS = [
+STAMPS = [
     (re.compile(r"\d{8}_\d{6}"), "20261130_000000"),  # OpenCompass's output folder and summary file
     (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d+"), "2026-11-30T00-00-00.000000"),  # lm-eval's results
     (re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?"), "2026-11-30 00:00:00.000000"),  # evals, AlpacaEval
@@ -210,7 +210,7 @@ def write_config(framework: str, work: Path) -> Path:
 
 def normalize(text: str, work: Path, run_id: str) -> str:
     text = text.replace(str(work), WORK).replace(str(ROOT), PROJECT).replace(run_id, RUN_ID)
-    for pattern, fixed in _STAMPS:
+    for pattern, fixed in STAMPS:
         text = pattern.sub(fixed, text)
     ids: dict[str, str] = {}
     return _EVALS_RUN_ID.sub(lambda m: ids.setdefault(m[0], f"261130000000NATIVE{len(ids):02d}"), text)
