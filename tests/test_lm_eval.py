@@ -20,6 +20,7 @@ from bridges import BenchbridgeError, LoadedConfig, RunOutcome, load_config, pre
 from bridges.frameworks import FRAMEWORKS
 from bridges.models import parse_model_spec
 from bridges.records import Record
+from tests._sample_checks import assert_key_pattern, cell_samples
 from tests.conftest import DATASETS
 
 KEYED_DATASETS = ["qa_capitals", "mcq_science_en", "qa_zh"]
@@ -133,6 +134,46 @@ def test_answer_key_model_gets_exactly_the_expected_fractions(lm_eval_run: LMEva
     assert primary[("ceval_mini", "")] == "exact_match,letter"
     assert {r.n_samples for r in lm_eval_run.ok(model) if r.benchmark == "ceval_mini" and not r.subset} == {8}
     assert {r.benchmark for r in lm_eval_run.records} == {"qa_capitals", "mcq_science_en", "qa_zh", "ceval_mini"}
+
+
+@pytest.mark.framework
+@pytest.mark.parametrize("model", ["keyed", "keyed-api"])
+def test_answer_key_samples_are_the_key_pattern_from_log_samples(lm_eval_run: LMEvalRun, model: str) -> None:
+    db = lm_eval_run.outcome.db
+    get = {(r.benchmark, r.subset): r for r in lm_eval_run.ok(model) if r.primary}
+    cells = {
+        ("qa_capitals", ""): ([f"cap-{i}" for i in range(1, 9)], {"cap-3", "cap-5"}),
+        ("mcq_science_en", ""): ([f"sci-{i}" for i in range(1, 9)], {"sci-2"}),
+        ("qa_zh", ""): ([f"zh-{i}" for i in range(1, 7)], set()),
+        ("ceval_mini", "computer_network"): ([f"computer_network-{i}" for i in range(4)], {"computer_network-1"}),
+        ("ceval_mini", "high_school_chemistry"): ([f"high_school_chemistry-{i}" for i in range(4)], set()),
+    }
+    for key, (ids, wrong) in cells.items():
+        assert_key_pattern(db, get[key], ids, wrong)
+    (cap3,) = [s for s in cell_samples(db, get[("qa_capitals", "")]) if s.sample_id == "cap-3"]
+    # As sent: lm-eval's API chat keeps the description's trailing blank line, our python model's strips it.
+    system = "Answer with the name of the city only." + ("\n\n" if model == "keyed-api" else "")
+    assert cap3.messages == [
+        {"role": "system", "content": system},
+        {"role": "user", "content": "What is the capital of Italy?"},
+    ]
+    assert (cap3.output, cap3.extracted, cap3.references) == ("I don't know", "I don't know", ["Rome"])
+    chem = cell_samples(db, get[("ceval_mini", "high_school_chemistry")])
+    assert {s.group for s in chem} == {"high_school_chemistry"}
+    assert all("水的化学式是？" in s.input_text for s in chem)  # a dev row: the few-shot examples as sent
+
+
+@pytest.mark.framework
+def test_tiny_hf_model_samples_are_loglikelihood_choices_averaging_to_the_cell(lm_eval_run: LMEvalRun) -> None:
+    db = lm_eval_run.outcome.db
+    (acc,) = [r for r in lm_eval_run.ok("tiny") if (r.benchmark, r.subset, r.metric) == ("mcq_science_en", "", "acc")]
+    samples = cell_samples(db, acc)
+    assert sorted(s.sample_id for s in samples) == [f"sci-{i}" for i in range(1, 9)]
+    assert sum(s.scores["acc"] or 0.0 for s in samples) / 8 == pytest.approx(acc.value)
+    for s in samples:
+        assert s.choices and s.extracted in s.choices and len(json.loads(s.output or "[]")) == len(s.choices)
+        assert s.scores["acc"] == float(s.extracted == s.references[0])  # acc: the likeliest choice is the key
+        assert set(s.scores) == {"acc", "acc_norm"} and s.prompt is not None  # the hf model got rendered text
 
 
 @pytest.mark.framework

@@ -26,6 +26,8 @@ from bridges.datasets import import_dataset
 from bridges.frameworks import RunContext
 from bridges.frameworks.opencompass.bridge import OpenCompassBridge
 from bridges.records import Record
+from leaderboards.store import ResultsStore
+from tests._sample_checks import assert_key_pattern, cell_samples
 from tests.conftest import DATASETS, ROOT
 
 VENV_BIN = Path(sys.executable).parent
@@ -168,6 +170,35 @@ def test_answer_key_model_scores_exactly_what_opencompass_wrote(job: Job) -> Non
     assert job.get("keyed", "qa_zh").extra["results_value"] == pytest.approx(500 / 6)
     details = Path(job.get("keyed", "mcq_science_en").details_path)
     assert sum(d["correct"] == [True] for d in json.loads(details.read_text())["details"]) == 6
+
+
+@pytest.mark.framework
+def test_answer_key_samples_are_the_key_pattern_from_opencompass_own_details(job: Job) -> None:
+    ids = {
+        ("mcq_science_en", ""): ([f"sci-{i}" for i in range(1, 9)], {"sci-1", "sci-2"}),
+        ("qa_capitals", ""): ([f"cap-{i}" for i in range(1, 9)], {"cap-3"}),
+        ("qa_zh", ""): ([f"zh-{i}" for i in range(1, 7)], {"zh-3"}),
+        # A built-in dataset's samples are named by OpenCompass's index (computer_network-0 is row 0).
+        ("ceval", "computer_network"): (["0", "1", "2", "3"], {"0"}),
+        ("ceval", "high_school_chemistry"): (["0", "1", "2", "3"], set()),
+    }
+    for key, (names, wrong) in ids.items():
+        samples = assert_key_pattern(job.outcome.db, job.get("keyed", *key), names, wrong)
+        assert all(s.group == (key[1] or None) for s in samples)  # the subject clusters the errors
+    (cap3,) = [s for s in cell_samples(job.outcome.db, job.get("keyed", "qa_capitals")) if s.sample_id == "cap-3"]
+    assert cap3.messages == [
+        {"role": "system", "content": "Answer with the name of the city only."},
+        {"role": "user", "content": "What is the capital of Italy?"},
+    ]
+    assert (cap3.output, cap3.extracted, cap3.references) == ("I don't know", "I don't know", ["Rome"])
+    assert cap3.extra["normalised"] == "I dont know"  # EMEvaluator's normalisation, part of the metric
+    (sci1,) = [s for s in cell_samples(job.outcome.db, job.get("keyed", "mcq_science_en")) if s.sample_id == "sci-1"]
+    assert (sci1.extracted, sci1.references) == ("C", ["B"])
+    chem = cell_samples(job.outcome.db, job.get("keyed", "ceval", "high_school_chemistry"))
+    assert all(s.input_text.count("答案") > 1 for s in chem)  # C-Eval's few-shot examples are in the prompt as sent
+    tiny = cell_samples(job.outcome.db, job.get("tiny", "qa_capitals"))
+    assert len(tiny) == 8 and all(s.output is not None for s in tiny)
+    assert not [s for s in ResultsStore(job.outcome.db).samples(model="broken")]  # failed: no samples
 
 
 @pytest.mark.framework

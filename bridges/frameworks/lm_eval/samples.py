@@ -24,6 +24,8 @@ def record_metric(metric: str, filter_name: str) -> str:
 
 def _input(context: Any) -> tuple[str | None, list[dict[str, Any]] | None]:
     """A context our `python` model got as JSON chat messages is sent as those messages; else the text."""
+    if isinstance(context, list) and len(context) == 1:  # API models log the chat as a one-item list
+        context = context[0]
     if isinstance(context, str) and context.startswith("[{"):
         try:
             messages = json.loads(context)
@@ -34,9 +36,17 @@ def _input(context: Any) -> tuple[str | None, list[dict[str, Any]] | None]:
     return (None if context is None else str(context)), None
 
 
-def _score(value: Any) -> float | None:
+def _number(value: Any) -> float | None:
+    """A logged number: lm-eval writes numpy values through str() ("-12.1", "False") and plain ones as is."""
     if isinstance(value, bool):
         return float(value)
+    if isinstance(value, str):
+        if value in ("True", "False"):
+            return float(value == "True")
+        try:
+            value = float(value)
+        except ValueError:
+            return None
     if isinstance(value, int | float) and math.isfinite(value):
         return float(value)
     return None
@@ -47,8 +57,8 @@ def _references(line: dict[str, Any], choices: list[str] | None) -> list[str]:
     if isinstance(doc.get("answers"), list):  # our qa documents: every acceptable answer
         return [str(a) for a in doc["answers"]]
     target = line.get("target")
-    if isinstance(target, int) and not isinstance(target, bool) and choices and 0 <= target < len(choices):
-        return [choices[target]]
+    if choices and isinstance(target, int | str) and str(target).isdigit() and int(target) < len(choices):
+        return [choices[int(target)]]  # multiple_choice: the target is the key's index (logged as a string)
     if isinstance(target, list):
         return [str(t) for t in target]
     return [] if target is None else [str(target)]
@@ -64,9 +74,9 @@ def _one(line: dict[str, Any]) -> dict[str, Any]:
     continuations = [a.get("arg_1") for a in args if isinstance(a, dict)]
     if continuations and all(isinstance(c, str) for c in continuations):  # loglikelihood: one request per choice
         choices = [c.strip() for c in continuations]
-        lls = [r[0][0] if r and isinstance(r[0], list | tuple) else None for r in resps]
-        numbers = [x for x in lls if isinstance(x, int | float)]
-        best = lls.index(max(numbers)) if numbers else None
+        lls = [_number(r[0][0]) if r and isinstance(r[0], list | tuple) and r[0] else None for r in resps]
+        numbers = [x for x in lls if x is not None]
+        best = lls.index(max(numbers)) if numbers else None  # acc's choice: the likeliest, the first of ties
         return {
             "prompt": prompt,
             "messages": messages,
@@ -103,7 +113,7 @@ def read_samples(
             for metric in line.get("metrics") or []:
                 name = record_metric(metric, filter_name)
                 if name in metrics:
-                    entry["scores"][name] = _score(line.get(metric))
+                    entry["scores"][name] = _number(line.get(metric))
             entry["filters"][filter_name] = line.get("filtered_resps")
     samples = []
     for doc_id, entry in by_doc.items():

@@ -86,8 +86,16 @@ def dataset_samples(
         output = pred.get("prediction")
         output = None if output is None else str(_first(output))
         extra: dict[str, Any] = {"example_abbr": detail.get("example_abbr", f"{abbr}_{i}")}
+        correct = detail.get("correct", detail.get("is_correct"))
+        if correct is None and "predictions" in detail and "references" in detail:
+            # HF-style AccEvaluator (C-Eval's) details carry the postprocessed prediction and reference but
+            # no per-sample flag; its accuracy is their equality, so that is the sample's score.
+            correct = detail["predictions"] == detail["references"]
+            extra["score_from"] = "predictions == references"
         if "parsed" in detail:  # a postprocessor's extraction (e.g. the option letter)
             extracted = _first(detail["parsed"])
+        elif "predictions" in detail:
+            extracted = _first(detail["predictions"])
         elif metric == "exact_match":
             # EMEvaluator scores the whole prediction; its normalisation (case, articles, punctuation)
             # is the metric's, kept beside it, so a diff can tell normalisation from extraction.
@@ -96,7 +104,8 @@ def dataset_samples(
         else:
             extracted = _first(detail.get("pred", output))
         # The gold as the dataset has it (EMEvaluator's details list a set of normalised variants).
-        references = _texts(pred.get("gold")) or _texts(detail.get("refr", detail.get("answer")))
+        gold = pred.get("gold")
+        references = _texts(gold) or _texts(detail.get("refr", detail.get("answer", detail.get("references"))))
         subset = ds.get("subset", "")
         samples.append(
             Sample(
@@ -111,7 +120,7 @@ def dataset_samples(
                 output=output,
                 extracted=None if extracted is None else str(extracted),
                 references=list(dict.fromkeys(references)),
-                scores={metric: _score(detail.get("correct"))},
+                scores={metric: _score(correct)},
                 group=subset or None,
                 extra=extra,
             )
