@@ -144,6 +144,33 @@ def test_win_rates_follow_the_longer_output(tool_run: tuple[AlpacaEvalBridge, Pa
 
 
 @pytest.mark.framework
+def test_samples_are_the_judged_pairs_averaging_to_the_win_rate(
+    tool_run: tuple[AlpacaEvalBridge, Path, list[Record]],
+) -> None:
+    bridge, out, records = tool_run
+    samples = bridge.collect_samples(out)
+    ids = [f"ins-{i}" for i in range(1, N + 1)]
+    expected = {  # model -> per-sample win score (preference - 1), in instruction order
+        "longer": [1.0] * 6,
+        "shorter": [0.0] * 6,
+        "half": [1.0, 1.0, 1.0, 0.0, 0.0, 0.0],  # longer on haiku, sky, emails (ins-1..3)
+        "same": [0.5] * 6,  # identical outputs: draws, the judge not asked
+    }
+    win = {r.model: r for r in records if r.metric == "win_rate"}
+    for model, scores in expected.items():
+        mine = sorted((s for s in samples if s.model == model), key=lambda s: s.sample_id)
+        assert [s.sample_id for s in mine] == ids
+        assert [s.scores["win_rate"] for s in mine] == scores
+        assert sum(scores) / N * 100 == win[model].value
+        assert all(s.benchmark == "open_instructions" and not s.invalid and s.judge is not None for s in mine)
+    (half1,) = [s for s in samples if (s.model, s.sample_id) == ("half", "ins-1")]
+    assert half1.prompt == "Write a haiku about autumn leaves."
+    assert (half1.output, half1.references) == ("An answer. An answer. An answer.", ["An answer. An answer."])
+    assert half1.judge is not None and half1.judge.verdict == "2.0" and half1.judge.model == JUDGE
+    assert half1.judge.reasoning in ('{"best_output": "Output (a)"}', '{"best_output": "Output (b)"}')
+
+
+@pytest.mark.framework
 def test_records_equal_the_board_csv(tool_run: tuple[AlpacaEvalBridge, Path, list[Record]]) -> None:
     _, out, records = tool_run
     assert_records_equal_board(records, out / "open_instructions" / "leaderboard.csv")
@@ -237,10 +264,17 @@ def test_unparsed_judgements_are_reported_and_asked_again(tmp_path: Path) -> Non
     # Undecided on two instructions, and on every pair that shows the mute model's answer.
     undecided = longer_judge(undecided_on=["haiku", "emails", "Nothing to say."])
     alpaca = {"reference": {"model": REFERENCE}, "judge": {"model": undecided, "kind": "tool"}}
-    records = make_bridge(write_config(tmp_path / "a", [LONGER, MUTE], alpaca)).run(out)
+    first = make_bridge(write_config(tmp_path / "a", [LONGER, MUTE], alpaca))
+    records = first.run(out)
     rows = by_model(records)
     longer = rows["longer"]
     assert (longer["win_rate"].value, longer["n_total"].value, longer["n_unparsed"].value) == (100.0, 4, 2)
+    samples = {s.sample_id: s for s in first.collect_samples(out)}  # mute failed: none of its pairs
+    assert {i for i, s in samples.items() if s.invalid} == {"ins-1", "ins-3"}  # unparsed: invalid, unscored
+    assert {i: s.scores["win_rate"] for i, s in samples.items()} == {f"ins-{i}": 1.0 for i in (2, 4, 5, 6)} | {
+        "ins-1": None,
+        "ins-3": None,
+    }
     assert longer["win_rate"].status == "ok" and longer["win_rate"].extra["n_unparsed"] == 2
     (mute,) = rows["mute"].values()
     assert mute.status == "failed" and mute.value is None

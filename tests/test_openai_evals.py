@@ -30,6 +30,7 @@ from bridges.datasets import QaSample, import_dataset, import_source, load_datas
 from bridges.frameworks import RunContext
 from bridges.frameworks.openai_evals.bridge import OpenAIEvalsBridge, read_record_file
 from bridges.records import Record
+from tests._sample_checks import assert_key_pattern, cell_samples
 from tests.conftest import DATASETS
 
 WRONG = ["cap-3", "zh-3", "zh-5", "sci-2", "sci-5"]  # capitals 7/8, qa_zh 4/6, mcq 6/8
@@ -438,6 +439,39 @@ def test_model_graded_counts_and_scores(keyed_run: dict[str, Any]) -> None:
             r = graded[f"{method}_count_{choice}"]
             assert (r.value, r.scale, r.primary, r.judge) == (n, sum(counts.values()), False, "grader")
         assert all(graded[f"{method}_count_{c}"].higher_is_better is (c in "CY") for c in counts)
+
+
+@pytest.mark.framework
+def test_samples_are_the_key_pattern_from_the_record_events(keyed_run: dict[str, Any]) -> None:
+    db = load_config(keyed_run["config"]).results_db
+    got = by_metric(keyed_run["first"])
+    caps, zhs = [f"cap-{i}" for i in range(1, 9)], [f"zh-{i}" for i in range(1, 7)]
+    cells = {
+        ("qa_capitals", "match_accuracy"): (caps, {"cap-3"}),
+        ("qa_capitals", "includes_accuracy"): (caps, {"cap-3"}),
+        ("qa_capitals", "fuzzy_match_accuracy"): (caps, {"cap-3"}),
+        ("qa_capitals", "fact_score"): (caps, {"cap-3"}),  # the grader abstained: invalid, scored 0 by evals
+        ("qa_capitals", "closedqa_score"): (caps, {"cap-3"}),
+        ("qa_zh", "includes_accuracy"): (zhs, {"zh-3", "zh-5"}),
+        ("qa_zh", "fact_zh_score"): (zhs, {"zh-3", "zh-5"}),
+        ("mcq_science_en", "match_accuracy"): ([f"sci-{i}" for i in range(1, 9)], {"sci-2", "sci-5"}),
+    }
+    for key, (ids, wrong) in cells.items():
+        assert_key_pattern(db, got[key], ids, wrong)
+    samples = {s.sample_id: s for s in cell_samples(db, got[("qa_capitals", "match_accuracy")])}
+    cap3, cap1 = samples["cap-3"], samples["cap-1"]
+    assert cap3.messages == [
+        {"role": "system", "content": "Answer with the name of the city only."},
+        {"role": "user", "content": "What is the capital of Italy?"},
+    ]
+    assert (cap3.output, cap3.references, cap3.invalid) == ("I don't know", ["Rome"], True)
+    assert cap3.judge is not None and (cap3.judge.model, cap3.judge.verdict) == ("grader", "__invalid__")
+    assert not cap1.invalid and cap1.judge is not None and cap1.judge.verdict == "C"
+    assert cap1.judge.reasoning  # the grader's own answer, as it sampled it
+    assert cap1.scores["fuzzy_match_f1_score"] == 1.0 and cap3.scores["fuzzy_match_f1_score"] == 0.0
+    # The second run reused the first one's finished evals: its cells have the same samples.
+    second = by_metric(keyed_run["second"])[("qa_capitals", "match_accuracy")]
+    assert [s.sample_id for s in cell_samples(db, second)] == [s.sample_id for s in samples.values()]
 
 
 @pytest.mark.framework
