@@ -51,8 +51,8 @@ class Bridge(ABC):
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self.config = ctx.config
-        self.options = ctx.config.framework_options(self.name, self.Options)
         self._check_assigned_kinds()
+        self.options = ctx.config.framework_options(self.name, self.Options)
 
     def _check_assigned_kinds(self) -> None:
         """A dataset assigned to this framework by name (`datasets[i].frameworks`) must be of a kind it

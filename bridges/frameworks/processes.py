@@ -116,13 +116,32 @@ def _kill_group(proc: subprocess.Popen[str]) -> None:
             return
 
 
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass  # the group is gone already
+
+
 def stop_all() -> None:
-    """Ends every live child's process group, and no new child starts (Ctrl-C, SIGTERM)."""
+    """Ends every live child's process group, and no new child starts (Ctrl-C, SIGTERM).
+
+    Sends signals only, never waits: it runs in a signal handler, which may have interrupted this very
+    thread inside `Popen.wait` (holding the child's wait lock). SIGKILL follows from another thread.
+    """
     _stopping.set()
     with _lock:
-        children = list(_live.values())
-    for proc in children:
-        _kill_group(proc)
+        pids = list(_live)
+    for pid in pids:
+        _signal_group(pid, signal.SIGTERM)
+
+    def finish() -> None:
+        time.sleep(KILL_GRACE_S)
+        for pid in pids:
+            _signal_group(pid, signal.SIGKILL)  # a group still there ignored SIGTERM (or is a zombie's)
+
+    if pids:
+        threading.Thread(target=finish, name="stop-children", daemon=True).start()
 
 
 def live_pids() -> list[int]:
