@@ -175,18 +175,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bridges._config import load_config
+    from bridges._progress import RunProgress
     from bridges._runner import run
 
     console = Console(stderr=True)
     config = load_config(args.config)
-    outcome = run(
-        config,
-        _split(args.only),
-        force=args.force,
-        progress=lambda m: console.log(m, markup=False),  # messages hold "[framework]" and paths, not markup
-        cache=not args.no_cache,
-        max_parallel=_max_parallel(args.max_parallel),
-    )
+    max_parallel = _max_parallel(args.max_parallel)
+    with RunProgress(console) as progress:  # a row per framework on a terminal, log lines otherwise
+        outcome = run(
+            config,
+            _split(args.only),
+            force=args.force,
+            progress=progress,
+            cache=not args.no_cache,
+            max_parallel=max_parallel,
+        )
     lines = [f"run dir: {outcome.run_dir}", f"results: {outcome.db}"]
     if args.no_publish:
         Console().print(records_table(outcome))

@@ -93,3 +93,24 @@ def test_parallel_units_give_the_sequential_records_and_load_the_model_once(tmp_
     assert values(3) == values(1)
     # cap-3 is answered wrong on purpose: 7 of 8 capitals, in every framework.
     assert values(1)[("openai_evals", "qa_capitals", "", "match_accuracy")] == pytest.approx(7 / 8)
+
+
+def test_progress_is_a_row_per_framework_on_a_terminal_and_plain_lines_elsewhere() -> None:
+    import io
+
+    from rich.console import Console
+
+    from bridges._progress import RunProgress
+
+    messages = ["[opencompass] starting", "[lm_eval] starting", "[lm_eval] ok in 1.0s, 3 records"]
+    messages += ["[opencompass] failed in 2.0s, 4 records"]
+    for terminal in (False, True):
+        out = io.StringIO()
+        console = Console(file=out, force_terminal=terminal, width=120, color_system=None)
+        with RunProgress(console) as progress:
+            for m in messages:
+                progress(m)
+        text = out.getvalue()
+        assert all(m in text for m in messages)  # every message is logged either way
+        rows = "- lm_eval: ok in 1.0s, 3 records" in text and "- opencompass: failed in 2.0s, 4 records" in text
+        assert rows == terminal
