@@ -81,14 +81,22 @@ def _valued(path: Path) -> frozenset[str]:
     return frozenset(names)
 
 
-def _shape(value: Any, valued: frozenset[str], key: str = "") -> Any:
+def _shape(value: Any, valued: frozenset[str], key: str = "", memo: dict[int, Any] | None = None) -> Any:
     """What the schema can tell apart in `value` (see the module docstring); lists keep their distinct
     item shapes and whether they are empty, one or more (minItems). Keys keep their order: the same
-    document with its keys in another order is merely validated once more."""
+    document with its keys in another order is merely validated once more. `memo`: the shapes of
+    dicts that documents share, by identity (None until walked once; a dict's shape does not depend on
+    its key); valid only while those dicts live. Other dicts are walked each time (remembering every
+    dict cost more than it saved)."""
     if isinstance(value, dict):
-        return tuple([(k, _shape(v, valued, k)) for k, v in value.items()])
+        if memo is not None and id(value) in memo:
+            found = memo[id(value)]
+            if found is None:
+                found = memo[id(value)] = tuple([(k, _shape(v, valued, k, memo)) for k, v in value.items()])
+            return found
+        return tuple([(k, _shape(v, valued, k, memo)) for k, v in value.items()])
     if isinstance(value, list):
-        return ("[]", min(len(value), 2), tuple(dict.fromkeys([_shape(v, valued, key) for v in value])))
+        return ("[]", min(len(value), 2), tuple(dict.fromkeys([_shape(v, valued, key, memo) for v in value])))
     if key in valued or isinstance(value, bool) or value is None:
         return (type(value), value)
     return type(value)
@@ -98,11 +106,15 @@ _VALID_SHAPES: dict[Path, set[Any]] = {}
 
 
 def validate(
-    document: dict[str, Any], name: str = "document", schema_file: Path = SCHEMA_FILE, shape: Any = None
+    document: dict[str, Any],
+    name: str = "document",
+    schema_file: Path = SCHEMA_FILE,
+    shape: Any = None,
+    memo: dict[int, Any] | None = None,
 ) -> None:
     """Raises ValueError naming the first place where `document` breaks the schema. `shape`: the
-    document's shape when the caller knows it more cheaply (see `instance_rows`)."""
-    shape = _shape(document, _valued(schema_file)) if shape is None else ("given", shape)
+    document's shape when the caller knows it more cheaply (see `instance_rows`); `memo`: see `_shape`."""
+    shape = _shape(document, _valued(schema_file), memo=memo) if shape is None else ("given", shape)
     known = _VALID_SHAPES.setdefault(schema_file, set())
     if shape in known:
         return
@@ -167,27 +179,29 @@ def _source_data(benchmark: str, card: dict[str, Any] | None, content_hash: str 
     return {"dataset_name": benchmark, "source_type": "other", "additional_details": details}
 
 
-def _result(record: Record, manifest: dict[str, Any]) -> dict[str, Any]:
+def _result(
+    record: Record, manifest: dict[str, Any], shared: dict[Any, Any] | None = None, memo: dict[int, Any] | None = None
+) -> dict[str, Any]:
+    """One evaluation result. `shared`: the parts already made for other records of one `documents`
+    call (a column's metric and dataset are the same for its 500 models), reused as they are; each
+    new one is entered in `memo` (see `_shape`) so that its shape is walked once."""
+    shared = {} if shared is None else shared
     name = f"{record.benchmark}:{record.subset}" if record.subset else record.benchmark
     card = (manifest.get("dataset_cards") or {}).get(record.benchmark)
-    metric_config: dict[str, Any] = {
-        "evaluation_description": (card or {}).get("description") or f"{name} run by {record.framework}",
-        "metric_id": record.metric,
-        "metric_name": record.metric,
-        "metric_kind": METRIC_KINDS.get(record.metric, record.metric),
-        "metric_unit": "proportion" if record.scale == 1 else "percent",
-        "lower_is_better": not record.higher_is_better,
-        "score_type": "continuous",
-        "min_score": 0,
-        "max_score": record.scale,
-        "additional_details": _strings({"primary": str(record.primary).lower()}),
-    }
-    if record.judge:
-        judge = str(record.extra.get("judge_model") or record.judge)  # the model, not the board's label
-        metric_config["llm_scoring"] = {
-            "judges": [{"model_info": model_info(judge, _spec(manifest, judge))}],
-            "input_prompt": str(record.extra.get("judge_prompt") or f"the {record.framework} judge's own prompt"),
-        }
+    judge_of = (str(record.extra.get("judge_model")), str(record.extra.get("judge_prompt"))) if record.judge else None
+    part = (id(manifest), record.framework, record.benchmark, record.subset, record.metric, record.judge, judge_of)
+    config_key = ("metric_config", *part, record.scale, record.higher_is_better, record.primary)
+    source_key = ("source_data", id(manifest), record.benchmark)
+    if config_key not in shared:
+        shared[config_key] = _metric_config(record, manifest, name, card)
+        if memo is not None:
+            memo[id(shared[config_key])] = None
+    if source_key not in shared:
+        content_hash = (manifest.get("datasets") or {}).get(record.benchmark)
+        shared[source_key] = _source_data(record.benchmark, card, content_hash)
+        shared[("manifest", id(manifest))] = manifest  # kept alive: its id stays its own in these keys
+        if memo is not None:
+            memo[id(shared[source_key])] = None
     uncertainty: dict[str, Any] = {}
     if record.stderr is not None:
         uncertainty["standard_error"] = {"value": record.stderr, "method": "reported by the framework"}
@@ -208,11 +222,33 @@ def _result(record: Record, manifest: dict[str, Any]) -> dict[str, Any]:
     return {
         "evaluation_result_id": _result_id(record.benchmark, record.subset, record.metric, record.judge),
         "evaluation_name": name,
-        "source_data": _source_data(record.benchmark, card, (manifest.get("datasets") or {}).get(record.benchmark)),
+        "source_data": shared[source_key],
         "evaluation_timestamp": record.time,
-        "metric_config": metric_config,
+        "metric_config": shared[config_key],
         "score_details": score,
     }
+
+
+def _metric_config(record: Record, manifest: dict[str, Any], name: str, card: dict[str, Any] | None) -> dict[str, Any]:
+    metric_config: dict[str, Any] = {
+        "evaluation_description": (card or {}).get("description") or f"{name} run by {record.framework}",
+        "metric_id": record.metric,
+        "metric_name": record.metric,
+        "metric_kind": METRIC_KINDS.get(record.metric, record.metric),
+        "metric_unit": "proportion" if record.scale == 1 else "percent",
+        "lower_is_better": not record.higher_is_better,
+        "score_type": "continuous",
+        "min_score": 0,
+        "max_score": record.scale,
+        "additional_details": _strings({"primary": str(record.primary).lower()}),
+    }
+    if record.judge:
+        judge = str(record.extra.get("judge_model") or record.judge)  # the model, not the board's label
+        metric_config["llm_scoring"] = {
+            "judges": [{"model_info": model_info(judge, _spec(manifest, judge))}],
+            "input_prompt": str(record.extra.get("judge_prompt") or f"the {record.framework} judge's own prompt"),
+        }
+    return metric_config
 
 
 def _invalid(record: Record) -> str | None:
@@ -316,6 +352,8 @@ def documents(board: Board, organization: str = "benchbridge") -> list[tuple[str
     for record in board.records:
         groups.setdefault((record.run_id, record.framework, record.model), []).append(record)
     out = []
+    shared: dict[Any, Any] = {}  # results' common parts (see `_result`)
+    memo: dict[int, Any] = {}  # their shapes, walked once (see `_shape`): `shared` keeps them alive
     for (run_id, framework, model), records in groups.items():
         manifest = board.manifest(records[0]) or {}
         finished = manifest.get("finished") or max(r.time for r in records)
@@ -353,12 +391,14 @@ def documents(board: Board, organization: str = "benchbridge") -> list[tuple[str
                     }
                 ),
             },
-            "evaluation_results": [_result(r, manifest) for r in records if r.status == "ok" and r.value is not None],
+            "evaluation_results": [
+                _result(r, manifest, shared, memo) for r in records if r.status == "ok" and r.value is not None
+            ],
         }
         stem = re.sub(r"[^A-Za-z0-9_.@+-]", "_", f"{run_id}__{framework}__{model}")
         digest = hashlib.sha256(f"{run_id}\0{framework}\0{model}".encode()).hexdigest()[:8]
         name = f"{stem}-{digest}.json"
-        validate(document, name)
+        validate(document, name, memo=memo)
         out.append((name, document))
     return out
 

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
@@ -218,17 +218,33 @@ def _provenance_rows(board: Board) -> list[dict[str, Any]]:
     return [board.provenance(cell) for cell in board.cells()]
 
 
+def _provenance_texts(board: Board) -> dict[tuple[str, str], list[str]]:
+    """Each cell's provenance as the provenance table writes it, by (model, column id), in the board's
+    order; made once per board (provenance.csv and the cell files both carry it)."""
+    if "_provenance_texts" not in board.__dict__:
+        board.__dict__["_provenance_texts"] = {
+            (cell.model, cell.column.id): [_text(p[k]) for k in PROVENANCE_COLUMNS]
+            for cell, p in zip(board.cells(), _provenance_rows(board), strict=True)
+        }
+    return board.__dict__["_provenance_texts"]
+
+
 def provenance_csv(board: Board) -> str:
-    rows = [[_text(p[k]) for k in PROVENANCE_COLUMNS] for p in _provenance_rows(board)]
-    return _csv([list(PROVENANCE_COLUMNS.values()), *rows])
+    return _csv([list(PROVENANCE_COLUMNS.values()), *_provenance_texts(board).values()])
 
 
 # ---- Markdown --------------------------------------------------------------------------------
 
 
+_MD_SPECIAL = re.compile(r"[&<>\r\n\\`*\[\]|~_]")
+
+
 def md(value: object) -> str:
     """Text that Markdown (and the HTML it may contain) shows literally, on one table line."""
-    text = _text(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = _text(value)
+    if not _MD_SPECIAL.search(text):
+        return text  # nothing to escape: most cells of a big board (numbers, names), one search each
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     text = re.sub(r"[\r\n]+", " ", text)
     text = re.sub(r"([\\`*\[\]|~])", r"\\\1", text)
     return re.sub(r"(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])", r"\\_", text)
@@ -243,8 +259,11 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[object]], right: Seq
 
 
 def _board_md(board: Board) -> str:
-    header = board.header()
-    return md_table(header, board.table(), right=[0, *range(2, len(header))])
+    """The board as a Markdown table, made once per board (leaderboard.md and the OpenCompass README)."""
+    if "_board_md" not in board.__dict__:
+        header = board.header()
+        board.__dict__["_board_md"] = md_table(header, board.table(), right=[0, *range(2, len(header))])
+    return board.__dict__["_board_md"]
 
 
 def _columns_md(board: Board) -> str:
@@ -278,17 +297,18 @@ def _agreement(board: Board) -> tuple[list[str], list[list[str]]] | None:
 
 
 def _agreement_table(board: Board) -> tuple[list[str], list[list[str]]] | None:
-    from leaderboards.agreement import MAX_DIFF, METRICS, SAMPLES, agreement_table, framework_columns
+    from leaderboards.agreement import MAX_DIFF, METRICS, SAMPLES, agreement_rows
 
-    table = agreement_table(board.records)
-    if table.empty:
+    values, data = agreement_rows(board.records)
+    if not data:
         return None
-    values = framework_columns(table)
     header = ["benchmark", "model", *values, "max diff", "samples", "metrics"]
     rows = []
-    for (benchmark, subset, model), row in table.iterrows():
-        numbers = [fmt(None if row[c] != row[c] else float(row[c])) for c in [*values, MAX_DIFF]]  # NaN: not scored
-        rows.append([f"{benchmark}:{subset}" if subset else benchmark, model, *numbers, row[SAMPLES], row[METRICS]])
+    for row in data:
+        benchmark, subset = str(row["benchmark"]), str(row["subset"])
+        numbers = [fmt(cast("float | None", row.get(c))) for c in [*values, MAX_DIFF]]  # none: not scored there
+        name = f"{benchmark}:{subset}" if subset else benchmark
+        rows.append([name, str(row["model"]), *numbers, str(row[SAMPLES]), str(row[METRICS])])
     return header, rows
 
 
@@ -593,6 +613,7 @@ def cell_files(board: Board, by_run: dict[tuple[str, str, str], list[dict[str, A
     from leaderboards.evidence import status
 
     samples = _samples_of_shown(board, by_run)
+    provenance = _provenance_texts(board)
     names = list(PROVENANCE_COLUMNS.values())
     files = {}
     for j, column in enumerate(board.columns):
@@ -600,7 +621,7 @@ def cell_files(board: Board, by_run: dict[tuple[str, str, str], list[dict[str, A
         rows: dict[str, Any] = {}
         for row in board.rows:
             cell = row.cells[column.id]
-            p = board.provenance(cell)
+            p = provenance[(row.model, column.id)]
             found = []
             for record in shown_records(cell):
                 for s in samples.get(sample_key(record), ()):
@@ -622,7 +643,7 @@ def cell_files(board: Board, by_run: dict[tuple[str, str, str], list[dict[str, A
                         ]
                     )
             rows[row.model] = {
-                "p": [_text(p[k]) for k in PROVENANCE_COLUMNS],
+                "p": p,
                 "ci": cell.ci_text,
                 "v": cell.value_100 if cell.status == "ok" else None,
                 "s": found,

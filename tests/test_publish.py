@@ -507,12 +507,10 @@ def _open_page(context: Any, path: Path) -> Any:
 
 
 def test_a_big_board_draws_the_same_rows_from_json(
-    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    published: Published, browser_page: tuple[Any, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Above HTML_CELLS cells the rows travel as JSON that the page's script draws: the same DOM as
     the HTML rows, hostile names as text, the JSON block unable to end its script element."""
-    from playwright.sync_api import sync_playwright
-
     monkeypatch.setattr(publish_module, "HTML_CELLS", 0)
     big = publish(open_board(published.out.parent / "results.sqlite", title=TITLE), tmp_path / "big")
     html = big.index_html.read_text(encoding="utf-8")
@@ -520,26 +518,24 @@ def test_a_big_board_draws_the_same_rows_from_json(
     assert "<td" not in html.split("<tbody>")[1].split("</tbody>")[0]  # no HTML rows
     assert html.count("</script>") == 2  # the JSON block's end and the page script's: no name ends a block
     assert "\\u003cscript\\u003ewindow.__pwned = 1" in html  # the name, escaped inside the JSON
-    with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
-        context = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            small_page, big_page = _open_page(context, published.index_html), _open_page(context, big.index_html)
-            assert _rows_as_shown(big_page) == _rows_as_shown(small_page)
-            assert len(_rows_as_shown(big_page)) == 5
-            assert big_page.evaluate("typeof window.__pwned") == "undefined"
-            assert big_page.evaluate("document.images.length") == 0
-            assert big_page.locator("#board-more").is_hidden()  # 5 rows: all of them are laid out
-            _open_cell(big_page, "smollm2-135m", "lm_eval/qa_capitals/exact_match")
-            assert _column_texts(big_page, "#ev-samples", 1) == ["wrong"] * 2 + ["right"] * 6
-        finally:
-            context.close()
+    context = browser_page[0].context
+    small_page, big_page = _open_page(context, published.index_html), _open_page(context, big.index_html)
+    try:
+        assert _rows_as_shown(big_page) == _rows_as_shown(small_page)
+        assert len(_rows_as_shown(big_page)) == 5
+        assert big_page.evaluate("typeof window.__pwned") == "undefined"
+        assert big_page.evaluate("document.images.length") == 0
+        assert big_page.locator("#board-more").is_hidden()  # 5 rows: all of them are laid out
+        _open_cell(big_page, "smollm2-135m", "lm_eval/qa_capitals/exact_match")
+        assert _column_texts(big_page, "#ev-samples", 1) == ["wrong"] * 2 + ["right"] * 6
+    finally:
+        small_page.close()
+        big_page.close()
 
 
 def test_a_big_board_lays_out_its_first_rows_and_sorts_and_filters_all(
-    published: Published, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    published: Published, browser_page: tuple[Any, list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from playwright.sync_api import sync_playwright
-
     monkeypatch.setattr(publish_module, "HTML_CELLS", 0)
     monkeypatch.setattr(publish_module, "PAGE_ROWS", 2)
     big = publish(open_board(published.out.parent / "results.sqlite", title=TITLE), tmp_path / "big")
@@ -552,35 +548,33 @@ def test_a_big_board_lays_out_its_first_rows_and_sorts_and_filters_all(
             "#board tbody tr:not([hidden])", "trs => trs.map(tr => Array.from(tr.cells).map(td => td.innerText.trim()))"
         )
 
-    with sync_playwright() as pw, tempfile.TemporaryDirectory() as profile:
-        context = pw.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        try:
-            page = _open_page(context, big.index_html)
-            assert shown(page) == table[1:3]
-            assert page.locator("#board-more").inner_text().startswith("Showing the first 2 of 5 models")
-            # sorting orders every row, not only the two laid out: the lowest of all 5 come first
-            header = page.locator(f'#board thead th[data-key="{column}"]')
-            header.click()
-            header.click()
-            ascending = sorted((r for r in table[1:] if r[col] != "missing"), key=lambda r: float(r[col]))
-            assert [r[1] for r in shown(page)] == [r[1] for r in ascending[:2]]
-            # the filter looks at every row; the framework switch hides the cells of rows set aside too
-            page.fill("#model-filter", "smollm2")
-            assert [r[1] for r in shown(page)] == [r[1] for r in ascending if "smollm2" in r[1]]
-            assert page.locator("#board-more").is_hidden()  # both that pass are laid out
-            page.fill("#model-filter", "i")  # tiny-random and the two hostile names: 2 of 3 shown
-            assert len(shown(page)) == 2
-            assert page.locator("#board-more").inner_text().startswith("Showing the first 2 of 3 models")
-            page.fill("#model-filter", "")
-            page.uncheck('input.fw-toggle[value="lm_eval"]')
-            page.click("#board-more button")
-            assert len(shown(page)) == 5 and page.locator("#board-more").is_hidden()
-            hidden = page.eval_on_selector_all(
-                '#board tbody td[data-fw="lm_eval"]', "tds => tds.map(td => td.classList.contains('hidden-fw'))"
-            )
-            assert hidden and all(hidden)
-        finally:
-            context.close()
+    page = _open_page(browser_page[0].context, big.index_html)
+    try:
+        assert shown(page) == table[1:3]
+        assert page.locator("#board-more").inner_text().startswith("Showing the first 2 of 5 models")
+        # sorting orders every row, not only the two laid out: the lowest of all 5 come first
+        header = page.locator(f'#board thead th[data-key="{column}"]')
+        header.click()
+        header.click()
+        ascending = sorted((r for r in table[1:] if r[col] != "missing"), key=lambda r: float(r[col]))
+        assert [r[1] for r in shown(page)] == [r[1] for r in ascending[:2]]
+        # the filter looks at every row; the framework switch hides the cells of rows set aside too
+        page.fill("#model-filter", "smollm2")
+        assert [r[1] for r in shown(page)] == [r[1] for r in ascending if "smollm2" in r[1]]
+        assert page.locator("#board-more").is_hidden()  # both that pass are laid out
+        page.fill("#model-filter", "i")  # tiny-random and the two hostile names: 2 of 3 shown
+        assert len(shown(page)) == 2
+        assert page.locator("#board-more").inner_text().startswith("Showing the first 2 of 3 models")
+        page.fill("#model-filter", "")
+        page.uncheck('input.fw-toggle[value="lm_eval"]')
+        page.click("#board-more button")
+        assert len(shown(page)) == 5 and page.locator("#board-more").is_hidden()
+        hidden = page.eval_on_selector_all(
+            '#board tbody td[data-fw="lm_eval"]', "tds => tds.map(td => td.classList.contains('hidden-fw'))"
+        )
+        assert hidden and all(hidden)
+    finally:
+        page.close()
 
 
 def test_publish_masks_what_redact_masks_and_skips_only_texts_that_hold_nothing_to_mask() -> None:
