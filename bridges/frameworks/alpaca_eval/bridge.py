@@ -701,7 +701,9 @@ class AlpacaEvalBridge(Bridge):
             return
         from bridges.serve import serving
 
-        with serving(specs, api_key=SERVED_API_KEY) as base_url:
+        # Lazy: a judge whose answers are all cached is not loaded; else its weights are the ones this process
+        # already holds for the run (`bridges.models._hf.shared_weights`), not a second copy.
+        with serving(specs, api_key=SERVED_API_KEY, lazy=True) as base_url:
             self.ctx.progress(f"[alpaca_eval] judge {self.judge.name} served at {base_url}")
             yield base_url
 
