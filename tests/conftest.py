@@ -24,6 +24,14 @@ os.environ.setdefault("BENCHBRIDGE_CACHE", os.path.join(_CACHE_DIR, "responses.s
 atexit.register(shutil.rmtree, _CACHE_DIR, True)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A test that drives Chromium gets the `browser` marker from the fixture that starts it, so the fast
+    # tier (`-m "not framework and not browser"`) skips every such test, present and future.
+    for item in items:
+        if "browser_page" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from bridges.testing import build_tiny_model
