@@ -26,7 +26,13 @@ DATASET_NAMES = ["qa_capitals", "mcq_science_en"]
 def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("diff")
     paths = [str(DATASETS / d) for d in DATASET_NAMES]
-    model = {"name": "wordy", "kind": "python", "target": "tests._diff_models:WordyModel", "args": {"datasets": paths}}
+    model = {
+        "name": "wordy",
+        "kind": "python",
+        "target": "tests._diff_models:WordyModel",
+        "args": {"datasets": paths},
+        "system_prompt": "Be brief.",  # added by the model layer in every framework, so in every sample's input
+    }
     cfg = {
         "name": "diff",
         "work_dir": str(folder / "runs"),
@@ -65,7 +71,7 @@ def test_same_output_scored_differently_is_the_metric(config: Path, capsys: pyte
     }
     assert {v["output"] for v in fw.values()} == {"The answer is Paris."}
     assert {v["input"] for v in fw.values()} == {
-        "system: Answer with the name of the city only.\nuser: What is the capital of France?"
+        "system: Be brief.\n\nAnswer with the name of the city only.\nuser: What is the capital of France?"
     }
 
 

@@ -18,6 +18,7 @@ from bridges.models._layer import (
     answer_identity,
     as_messages,
     get_model,
+    with_system_prompt,
 )
 from bridges.models._python import python_model, resolve_target
 from bridges.models._spec import (
@@ -64,4 +65,5 @@ __all__ = [
     "python_model",
     "resolve_target",
     "response_cache",
+    "with_system_prompt",
 ]

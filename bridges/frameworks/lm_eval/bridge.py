@@ -694,7 +694,13 @@ class LMEvalBridge(Bridge):
                 benchmark, subset, _ = where.get(key, (key, "", None))
                 metrics = [record_metric(*k.split(",", 1)) for k in entry if "," in k and "_stderr," not in k]
                 samples += read_samples(
-                    path, run_id=self.ctx.run_id, model=spec.name, benchmark=benchmark, subset=subset, metrics=metrics
+                    path,
+                    run_id=self.ctx.run_id,
+                    model=spec.name,
+                    benchmark=benchmark,
+                    subset=subset,
+                    metrics=metrics,
+                    layer_system_prompt=spec.system_prompt if self.natives[spec.name].model == PYTHON_LM else None,
                 )
         return samples
 

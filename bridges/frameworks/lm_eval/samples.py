@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bridges.frameworks._samples import model_messages
 from bridges.records import Sample
 
 
@@ -96,7 +97,14 @@ def _one(line: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_samples(
-    path: Path, *, run_id: str, model: str, benchmark: str, subset: str, metrics: list[str]
+    path: Path,
+    *,
+    run_id: str,
+    model: str,
+    benchmark: str,
+    subset: str,
+    metrics: list[str],
+    layer_system_prompt: str | None = None,
 ) -> list[Sample]:
     """One task's samples file -> one Sample per document, with each filter's metrics as the record
     metric names (`metric` or `metric,filter`); only the `metrics` lm-eval aggregated are kept."""
@@ -119,8 +127,11 @@ def read_samples(
     for doc_id, entry in by_doc.items():
         line = entry["line"]
         doc = line.get("doc") or {}
-        sent = _one(line)
         extra: dict[str, Any] = {"doc_id": doc_id, "filter": line.get("filter")}
+        sent = _one(line)
+        if sent["messages"] is not None and layer_system_prompt:  # our python model: the layer adds it
+            extra["lm_eval_messages"] = sent["messages"]
+            sent["messages"] = model_messages(sent["messages"], layer_system_prompt)
         if len(entry["filters"]) > 1:
             extra["filtered_resps"] = entry["filters"]
         samples.append(

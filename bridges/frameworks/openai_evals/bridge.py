@@ -513,6 +513,7 @@ class OpenAIEvalsBridge(Bridge):
         finished (the record file of a failed eval gives none: its failed record says why)."""
         out_dir = Path(out_dir).resolve()
         grouped: dict[tuple[str, str], dict[str, dict[int, dict[str, Any]]]] = {}
+        system_prompts = {m.name: m.system_prompt for m in self.config.models}
         for job in self.jobs():
             if any(r.status != "ok" for r in self._collect_job(job, out_dir)):
                 continue
@@ -523,7 +524,14 @@ class OpenAIEvalsBridge(Bridge):
         samples: list[Sample] = []
         for (model, dataset), per_method in grouped.items():
             rows = dataset_rows(out_dir / "data" / dataset / "samples.jsonl")
-            samples += merge(per_method, rows, run_id=self.ctx.run_id, model=model, benchmark=dataset)
+            samples += merge(
+                per_method,
+                rows,
+                run_id=self.ctx.run_id,
+                model=model,
+                benchmark=dataset,
+                system_prompt=system_prompts.get(model),
+            )
         return samples
 
     def _collect_job(self, job: Job, out_dir: Path) -> list[Record]:

@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from bridges.frameworks._samples import model_messages
 from bridges.records import Judgement, Sample
 
 INVALID_CHOICE = "__invalid__"  # evals' choice when the grader's answer matched no choice string
@@ -116,6 +117,7 @@ def merge(
     run_id: str,
     model: str,
     benchmark: str,
+    system_prompt: str | None = None,
 ) -> list[Sample]:
     """One Sample per dataset sample, every method's scores together; the first method's exchange is
     the sample's prompt/output, each method's own (output, picked, choice) is kept in `extra`."""
@@ -124,7 +126,8 @@ def merge(
     for i in indices:
         found = {m: entries[i] for m, entries in per_method.items() if i in entries}
         first = next(iter(found.values()))
-        prompt, messages = _prompt(first["prompt"])
+        prompt, sent = _prompt(first["prompt"])
+        messages = None if sent is None else model_messages(sent, system_prompt)
         scores: dict[str, float | None] = {}
         for entry in found.values():
             scores.update(entry["scores"])
@@ -148,6 +151,7 @@ def merge(
                 judge=judged[0]["judge"] if judged else None,
                 extra={
                     "evals_index": i,
+                    **({"evals_prompt": sent} if messages != sent else {}),  # as evals passed it, before the layer
                     "methods": {
                         m: {
                             k: v.model_dump() if k == "judge" else v

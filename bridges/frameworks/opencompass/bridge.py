@@ -771,13 +771,17 @@ class OpenCompassBridge(Bridge):
         work = latest_work_dir(out_dir / WORK_DIR)
         summary = read_summary(work)
         samples: list[Sample] = []
+        # Models OpenCompass calls through our layer (not its own HF/OpenAI classes) get its system prompt there.
+        layered = {s.name: s.system_prompt for s in self.models if s.kind not in MODEL_CONFIGS}
         for model in manifest["models"]:
             for ds in manifest["datasets"]:
                 cells = summary.get(ds["abbr"], {})
                 metrics = [m for m, row in cells.items() if m != "-" and row.get(model, "-") not in ("-", "")]
                 if metrics:  # a failed dataset has no samples; its failed record says why
                     metric = METRIC_NAMES.get(metrics[0], metrics[0])
-                    samples += dataset_samples(work, out_dir / DATA_DIR, model, ds, metric, self.ctx.run_id)
+                    samples += dataset_samples(
+                        work, out_dir / DATA_DIR, model, ds, metric, self.ctx.run_id, layered.get(model)
+                    )
         return samples
 
     def _dataset_records(

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from bridges.frameworks._samples import model_messages
 from bridges.records import Sample
 
 # OpenCompass's meta-template roles -> the chat roles a chat model receives them as.
@@ -66,9 +67,17 @@ def _ids(data_file: Path) -> list[str] | None:
 
 
 def dataset_samples(
-    work: Path, data_dir: Path, model: str, ds: dict[str, Any], metric: str, run_id: str
+    work: Path,
+    data_dir: Path,
+    model: str,
+    ds: dict[str, Any],
+    metric: str,
+    run_id: str,
+    layer_system_prompt: str | None = None,
 ) -> list[Sample]:
-    """The samples of one model on one dataset abbr; [] when OpenCompass wrote no predictions for it."""
+    """The samples of one model on one dataset abbr; [] when OpenCompass wrote no predictions for it.
+    `layer_system_prompt`: the system prompt benchbridge's model layer adds (a model OpenCompass calls
+    through `BenchbridgeModel`), so the sample's messages are those the model got."""
     abbr = ds["abbr"]
     pred_path = work / "predictions" / model / f"{abbr}.json"
     if not pred_path.is_file():
@@ -86,6 +95,9 @@ def dataset_samples(
         output = pred.get("prediction")
         output = None if output is None else str(_first(output))
         extra: dict[str, Any] = {"example_abbr": detail.get("example_abbr", f"{abbr}_{i}")}
+        if messages is not None and layer_system_prompt:
+            extra["opencompass_messages"] = messages
+            messages = model_messages(messages, layer_system_prompt)
         correct = detail.get("correct", detail.get("is_correct"))
         if correct is None and "predictions" in detail and "references" in detail:
             # HF-style AccEvaluator (C-Eval's) details carry the postprocessed prediction and reference but
