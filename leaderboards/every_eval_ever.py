@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from bridges.records import Record
 from leaderboards.board import Board, all_invalid, invalid_counts
@@ -273,18 +273,23 @@ def _result_id(benchmark: str, subset: str, metric: str, judge: str | None) -> s
 INVALID_ERROR = "the framework could not parse the answer or the grade"
 
 
-def _row(
-    document: dict[str, Any],
-    s: dict[str, Any],
-    raw: str,
-    references: list[str],
-    metadata: dict[str, str],
-    result_id: str,
-    score: float,
-    digest: str,
-) -> dict[str, Any]:
+class LinePart(NamedTuple):
+    """What one instance-level line is made of: a stored sample (as a dict), its input as sent, its
+    references, the line's metadata, the result it scores, the score and the sample's hash."""
+
+    s: dict[str, Any]
+    raw: str
+    references: list[str]
+    metadata: dict[str, str]
+    result_id: str
+    score: float
+    digest: str
+
+
+def _row(document: dict[str, Any], part: LinePart) -> dict[str, Any]:
     """One instance-level line as a document: what the schema validates, and what `_line` must encode
     to exactly."""
+    s, raw, references, metadata, result_id, score, digest = part
     subset = s.get("subset", "")
     return {
         "schema_version": SCHEMA_VERSION,
@@ -324,18 +329,10 @@ def _float(value: float) -> str:
     return float.__repr__(value) if math.isfinite(value) else JSON.encode(value)  # NaN, Infinity as json writes them
 
 
-def _line(
-    head: str,
-    s: dict[str, Any],
-    raw: str,
-    references: list[str],
-    metadata: dict[str, str],
-    result_id: str,
-    score: float,
-    digest: str,
-) -> str:
+def _line(head: str, part: LinePart) -> str:
     """`JSON.encode(_row(...))` written directly (a third of the time on 400,000 lines): `head` is the
     document's first three members. `instance_rows` checks the two agree on every new shape of line."""
+    s, raw, references, metadata, result_id, score, digest = part
     subset = s.get("subset", "")
     name = f"{s['benchmark']}:{subset}" if subset else s["benchmark"]
     choices = s.get("choices")
@@ -392,13 +389,14 @@ def instance_rows(document: dict[str, Any], records: list[Record], samples: list
                 continue
             digest = digest or hashlib.sha256((raw + "\0" + "\0".join(references)).encode()).hexdigest()
             score, result_id = float(value), _result_id(s["benchmark"], subset, metric, judges[key])
-            line = _line(head, s, raw, references, metadata, result_id, score, digest)
+            part = LinePart(s, raw, references, metadata, result_id, score, digest)
+            line = _line(head, part)
             # Every value here has the type the schema wants by construction (a `Sample`'s typed fields,
             # str() where not), so a line's shape is which optional parts it has: 400,000 lines are
             # validated in a few jsonschema calls instead of walking each (16 s).
             shape = (tuple(metadata), s.get("choices") is None, bool(references), bool(s.get("invalid")))
             if ("given", shape) not in known:
-                row = _row(document, s, raw, references, metadata, result_id, score, digest)
+                row = _row(document, part)
                 name = f"{document['evaluation_id']} sample {s['sample_id']}"
                 validate(row, name, INSTANCE_SCHEMA_FILE, shape)
                 if line != JSON.encode(row):

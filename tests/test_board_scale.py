@@ -77,7 +77,7 @@ def test_the_page_keeps_samples_in_per_column_files(zoo: Path, tmp_path: Path) -
 def test_instance_lines_written_directly_are_their_validated_documents() -> None:
     """`every_eval_ever._line` writes a line without building its dict (a third of the time on 400,000
     lines): byte for byte `JSON.encode(_row(...))`, whatever the texts, optional parts and scores."""
-    from leaderboards.every_eval_ever import JSON, _line, _row
+    from leaderboards.every_eval_ever import JSON, LinePart, _line, _row
 
     document = {"evaluation_id": 'lm_eval/m "1"/run', "model_info": {"id": "local/m\u00e9"}}
     head = f'{{"schema_version": "0.3.0", "evaluation_id": {JSON.encode(document["evaluation_id"])}, '
@@ -94,5 +94,5 @@ def test_instance_lines_written_directly_are_their_validated_documents() -> None
         for references in ([], ["Paris", "paris \u00e9"]):
             for score in (0.0, 1.0, 0.5, 1e-17, float("nan"), float("inf")):
                 metadata = {"framework": "lm_eval", "messages": '[{"role": "user"}]'} if references else {}
-                args = (sample, "Q?\nA:", references, metadata, "qa/acc", score, "ab" * 32)
-                assert _line(head, *args) == JSON.encode(_row(document, *args))
+                part = LinePart(sample, "Q?\nA:", references, metadata, "qa/acc", score, "ab" * 32)
+                assert _line(head, part) == JSON.encode(_row(document, part))
