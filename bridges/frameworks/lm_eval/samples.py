@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +68,16 @@ def _references(line: dict[str, Any], choices: list[str] | None) -> list[str]:
 
 def _one(line: dict[str, Any]) -> dict[str, Any]:
     """The per-document fields of one logged line (what was sent, answered and extracted)."""
-    args = [a for _, a in sorted((line.get("arguments") or {}).items())]
+    logged = (line.get("arguments") or {}).items()
+    # gen_args_<i> in request order (by number: gen_args_10 comes after gen_args_9).
+    args = [a for k, a in sorted(logged, key=lambda kv: int(re.sub(r"\D", "", kv[0]) or 0))]
     context = args[0].get("arg_0") if args and isinstance(args[0], dict) else None
     prompt, messages = _input(context)
     resps = line.get("resps") or []
     filtered = line.get("filtered_resps")
     continuations = [a.get("arg_1") for a in args if isinstance(a, dict)]
     if continuations and all(isinstance(c, str) for c in continuations):  # loglikelihood: one request per choice
-        choices = [c.strip() for c in continuations]
+        choices = [c.strip() for c in continuations if isinstance(c, str)]
         lls = [_number(r[0][0]) if r and isinstance(r[0], list | tuple) and r[0] else None for r in resps]
         numbers = [x for x in lls if x is not None]
         best = lls.index(max(numbers)) if numbers else None  # acc's choice: the likeliest, the first of ties
