@@ -25,7 +25,7 @@ from bridges.frameworks._serving import run_service
 from bridges.frameworks.processes import import_paths, log_excerpt, stopping_children_on_signals
 from bridges.models import ENV_SESSION, CacheReport, cache_report, configure_cache
 from bridges.models._loads import ENV_LOADS, LOADS_FILE
-from bridges.records import Record, Sample, failure, now_iso
+from bridges.records import Record, Sample, clip_error, failure, now_iso
 from bridges.secrets import mask, scrub_tree, spec_secret_names
 
 if TYPE_CHECKING:
@@ -352,7 +352,7 @@ def run_framework(
         log.write_text(mask(traceback.format_exc()), encoding="utf-8")
         error = f"{type(exc).__name__}: {exc} (traceback: {log})\n{log_excerpt(log)}"
     if error is not None:
-        error = mask(error)
+        error = clip_error(mask(error))
         samples = []
         records = [
             failure(

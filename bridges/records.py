@@ -7,6 +7,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+ERROR_CHARS = 4000  # a failed record's error: its reason, then the end of the log (where the error is)
+
+
+def clip_error(error: str, limit: int = ERROR_CHARS) -> str:
+    """`error` whole, or its first line (the reason) and its end (a log's last lines) within `limit`:
+    cutting either end alone loses the reason or the traceback's last line."""
+    if len(error) <= limit:
+        return error
+    reason, _, rest = error.partition("\n")
+    reason = reason[: limit // 4]
+    gap = "\n[...]\n"
+    return reason + gap + rest[-(limit - len(reason) - len(gap)) :]
+
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -55,7 +68,7 @@ def failure(
         benchmark=benchmark,
         metric=kw.pop("metric", "accuracy"),
         status="failed",
-        error=error[-2000:],
+        error=clip_error(error),
         primary=True,
         **kw,
     )

@@ -139,3 +139,15 @@ def test_the_failure_excerpt_is_the_logs_end_with_secrets_masked(tmp_path: Path,
     assert len(text) <= EXCERPT_CHARS
     assert "boom with" in text and secret not in text
     assert log_excerpt(tmp_path / "missing.log") == ""
+
+
+def test_a_failed_record_keeps_the_reason_and_the_logs_end() -> None:
+    from bridges.records import ERROR_CHARS, failure
+
+    long = "lm-eval exited with code 1 (log: runs/x/lm_eval.log)\n" + "noise\n" * 3000 + "ValueError: the real cause"
+    rec = failure(run_id="r", model="m", framework="f", framework_version="1", benchmark="b", error=long)
+    assert rec.error is not None and len(rec.error) <= ERROR_CHARS
+    assert rec.error.startswith("lm-eval exited with code 1 (log: runs/x/lm_eval.log)\n[...]\n")
+    assert rec.error.endswith("ValueError: the real cause")
+    short = failure(run_id="r", model="m", framework="f", framework_version="1", benchmark="b", error="why\nlog")
+    assert short.error == "why\nlog"

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from bridges.records import ERROR_CHARS
 from bridges.secrets import mask
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # bridges/frameworks/processes.py -> the project
 OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "USE_TF": "0"}
-EXCERPT_CHARS = 4000
+EXCERPT_CHARS = ERROR_CHARS  # one rule: a failure quotes this much of the end of a log
 KILL_GRACE_S = 5.0  # SIGTERM first (a framework may clean up), then SIGKILL
 
 _live: dict[int, subprocess.Popen[str]] = {}  # pid -> child, for the signal handlers

@@ -46,7 +46,7 @@ from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, OpenSample
 from bridges.frameworks import Bridge, RunContext
 from bridges.frameworks.alpaca_eval.samples import annotation_samples
-from bridges.frameworks.processes import child_env, run_child
+from bridges.frameworks.processes import child_env, log_excerpt, run_child
 from bridges.models import ChatRequest, ModelSpec, answer_identity, as_messages, get_model, parse_model_spec
 from bridges.records import Record, Sample, failure
 from bridges.secrets import read_secret, spec_secret_names
@@ -800,7 +800,7 @@ class AlpacaEvalBridge(Bridge):
     def _failed(self, model: str, dataset: str, folder: Path, why: str) -> Record:
         log = folder / LOG
         reason = f"alpaca_eval make_leaderboard: {why} ({folder / BOARD}); {log}:\n"
-        tail = log.read_text(encoding="utf-8", errors="replace")[-(1900 - len(reason)) :] if log.is_file() else ""
+        tail = log_excerpt(log, self.secret_names())
         return failure(
             run_id=self.ctx.run_id,
             model=model,
@@ -810,7 +810,7 @@ class AlpacaEvalBridge(Bridge):
             metric=self._primary_metric(),
             judge=self.judge.name,
             config_hash=self.ctx.config_hash,
-            error=reason + tail,  # failure() keeps the last 2000 characters: the reason must fit before the log
+            error=reason + tail,  # failure() keeps the reason (first line) and the log's end
         )
 
     def _primary_metric(self) -> str:

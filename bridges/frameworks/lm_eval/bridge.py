@@ -53,10 +53,10 @@ from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
 from bridges.frameworks.lm_eval.samples import read_samples, record_metric
-from bridges.frameworks.processes import child_env, run_child
+from bridges.frameworks.processes import child_env, excerpt, log_excerpt, run_child
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
-from bridges.records import Record, Sample
-from bridges.secrets import dotenv_values, mask, referenced_env
+from bridges.records import Record, Sample, clip_error
+from bridges.secrets import dotenv_values, referenced_env
 
 PREFIX = "bb_"
 TASKS_DIR = "tasks"
@@ -535,7 +535,7 @@ class LMEvalBridge(Bridge):
                     run_job(job)
                     status["returncode"] = 0
                 except Exception:  # noqa: BLE001 - reported: every task of this model becomes a failed record
-                    status["error"] = mask(f"lm-eval failed in-process:\n{traceback.format_exc()[-1500:]}")
+                    status["error"] = f"lm-eval failed in-process:\n{excerpt(traceback.format_exc())}"
         else:
             argv = [sys.executable, "-m", "bridges.frameworks.lm_eval.worker", str(job_path)]
             result = run_child(argv, log=results / LOG_FILE, env=env, timeout=self.options.timeout_s)
@@ -646,7 +646,7 @@ class LMEvalBridge(Bridge):
     def _failed(self, model: str, benchmark: str, metric: str, error: str) -> Record:
         """A failed cell with its reason, never a 0 score."""
         return self.record(
-            model=model, benchmark=benchmark, metric=metric, status="failed", error=error[-2000:], primary=True
+            model=model, benchmark=benchmark, metric=metric, status="failed", error=clip_error(error), primary=True
         )
 
     def _requested(self, model: str) -> list[tuple[str, str, str]]:
@@ -710,7 +710,7 @@ class LMEvalBridge(Bridge):
         if status.get("error"):
             return status["error"]
         log = folder / LOG_FILE
-        tail = log.read_text(encoding="utf-8", errors="replace")[-1500:] if log.exists() else ""
+        tail = log_excerpt(log)
         if status.get("returncode") not in (0, None) or tail:
             return f"lm-eval exited with code {status.get('returncode')}; log {log}:\n{tail}"
         return f"no result (nothing ran; expected lm-eval's results_*.json in {folder})"
