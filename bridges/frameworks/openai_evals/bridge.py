@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
-from bridges.frameworks.openai_evals.samples import dataset_rows, merge, method_samples
+from bridges.frameworks.openai_evals.samples import dataset_rows, merge, method_samples, sample_rows
 from bridges.frameworks.processes import child_env, run_child
 from bridges.models import ModelSpec, OpenAISpec, answer_identity
 from bridges.records import Record, Sample
@@ -514,6 +514,7 @@ class OpenAIEvalsBridge(Bridge):
         out_dir = Path(out_dir).resolve()
         grouped: dict[tuple[str, str], dict[str, dict[int, dict[str, Any]]]] = {}
         system_prompts = {m.name: m.system_prompt for m in self.config.models}
+        datasets_rows = {p.dataset.name: sample_rows([evals_sample(s) for s in p.dataset.samples]) for p in self.plans}
         for job in self.jobs():
             if any(r.status != "ok" for r in self._collect_job(job, out_dir)):
                 continue
@@ -523,7 +524,10 @@ class OpenAIEvalsBridge(Bridge):
             grouped.setdefault((job.model.name, job.plan.dataset.name), {})[job.plan.method_name] = entries
         samples: list[Sample] = []
         for (model, dataset), per_method in grouped.items():
-            rows = dataset_rows(out_dir / "data" / dataset / "samples.jsonl")
+            data_file = out_dir / "data" / dataset / "samples.jsonl"
+            # The data file evals indexed; a folder without it (reports copied alone): the config's dataset,
+            # from which `prepare` writes that file in the same order.
+            rows = dataset_rows(data_file) if data_file.is_file() else datasets_rows[dataset]
             samples += merge(
                 per_method,
                 rows,

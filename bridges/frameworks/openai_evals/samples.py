@@ -21,19 +21,20 @@ from bridges.records import Judgement, Sample
 INVALID_CHOICE = "__invalid__"  # evals' choice when the grader's answer matched no choice string
 
 
+def sample_rows(rows: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """(canonical id, ideal answers) of evals samples (`{"input", "ideal", "id"}`), in their order."""
+    out = []
+    for i, row in enumerate(rows):
+        ideal = row.get("ideal")
+        out.append((str(row.get("id", i)), [str(x) for x in ideal] if isinstance(ideal, list) else [str(ideal)]))
+    return out
+
+
 def dataset_rows(samples_jsonl: Path) -> list[tuple[str, list[str]]]:
     """(canonical id, ideal answers) of each row of the evals data file we wrote, in its order (evals
     names samples by their index in it)."""
-    rows = []
     with samples_jsonl.open(encoding="utf-8") as fh:
-        for i, line in enumerate(fh):
-            if line.strip():
-                row = json.loads(line)
-                ideal = row.get("ideal")
-                rows.append(
-                    (str(row.get("id", i)), [str(x) for x in ideal] if isinstance(ideal, list) else [str(ideal)])
-                )
-    return rows
+        return sample_rows([json.loads(line) for line in fh if line.strip()])
 
 
 def metric_name(method: str, key: str) -> str:

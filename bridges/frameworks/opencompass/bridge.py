@@ -773,6 +773,7 @@ class OpenCompassBridge(Bridge):
         samples: list[Sample] = []
         # Models OpenCompass calls through our layer (not its own HF/OpenAI classes) get its system prompt there.
         layered = {s.name: s.system_prompt for s in self.models if s.kind not in MODEL_CONFIGS}
+        ids = {ds.name: [s.id for s in ds.samples] for ds in self.datasets}
         for model in manifest["models"]:
             for ds in manifest["datasets"]:
                 cells = summary.get(ds["abbr"], {})
@@ -780,7 +781,14 @@ class OpenCompassBridge(Bridge):
                 if metrics:  # a failed dataset has no samples; its failed record says why
                     metric = METRIC_NAMES.get(metrics[0], metrics[0])
                     samples += dataset_samples(
-                        work, out_dir / DATA_DIR, model, ds, metric, self.ctx.run_id, layered.get(model)
+                        work,
+                        out_dir / DATA_DIR,
+                        model,
+                        ds,
+                        metric,
+                        self.ctx.run_id,
+                        layer_system_prompt=layered.get(model),
+                        dataset_ids=ids.get(ds["abbr"]),
                     )
         return samples
 

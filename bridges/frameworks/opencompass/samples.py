@@ -74,10 +74,12 @@ def dataset_samples(
     metric: str,
     run_id: str,
     layer_system_prompt: str | None = None,
+    dataset_ids: list[str] | None = None,
 ) -> list[Sample]:
     """The samples of one model on one dataset abbr; [] when OpenCompass wrote no predictions for it.
     `layer_system_prompt`: the system prompt benchbridge's model layer adds (a model OpenCompass calls
-    through `BenchbridgeModel`), so the sample's messages are those the model got."""
+    through `BenchbridgeModel`), so the sample's messages are those the model got. `dataset_ids`: the
+    config's dataset ids in order, for a run folder without its data file (ours are written in that order)."""
     abbr = ds["abbr"]
     pred_path = work / "predictions" / model / f"{abbr}.json"
     if not pred_path.is_file():
@@ -87,7 +89,7 @@ def dataset_samples(
     details: list[Any] = []
     if results_path.is_file():
         details = _numbered(json.loads(results_path.read_text(encoding="utf-8")).get("details"))
-    ids = _ids(data_dir / f"{abbr}.jsonl")
+    ids = _ids(data_dir / f"{abbr}.jsonl") or dataset_ids
     samples = []
     for i, pred in enumerate(predictions):
         detail = details[i] if i < len(details) and isinstance(details[i], dict) else {}
