@@ -371,7 +371,7 @@ def run_framework(
         error = "; ".join(sorted({(r.error or "")[:300] for r in records if r.status == "failed"}))
     store.add_run(manifest(config, bridge, ctx.run_id, started, status, error), records, samples)
     seconds = (datetime.now(UTC) - t0).total_seconds()
-    progress(f"[{bridge.name}] {status} in {seconds:.1f}s, {len(records)} records, {len(samples)} samples")
+    progress(f"[{bridge.name}] {status} in {seconds:.1f}s, {len(records)} records")  # the form RunProgress reads
     return FrameworkOutcome(bridge.name, status, records, seconds, error)
 
 
