@@ -166,7 +166,8 @@ def test_an_error_while_a_framework_runs_is_its_stored_failure_and_the_next_stil
         assert str(log) in failed["error"]
 
 
-def test_ctrl_c_ends_the_frameworks_process_groups_and_keeps_what_was_stored(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_ends_the_frameworks_process_groups_and_keeps_what_was_stored(tmp_path: Path, sig: int) -> None:
     path, env = setup(tmp_path, ["steady", "sleeper"])
     proc = benchbridge(["run", str(path), "--no-publish"], env, tmp_path)
     pids_file = tmp_path / "pids.txt"
@@ -177,7 +178,7 @@ def test_ctrl_c_ends_the_frameworks_process_groups_and_keeps_what_was_stored(tmp
             assert time.monotonic() < deadline, "the sleeper's child never started"
             time.sleep(0.2)
         pids = [int(p) for p in pids_file.read_text().split()]
-        proc.send_signal(signal.SIGINT)  # as Ctrl-C does (children have their own groups: only benchbridge gets it)
+        proc.send_signal(sig)  # to benchbridge alone, as Ctrl-C does: its children lead their own process groups
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()  # a hung run must not outlive the test
