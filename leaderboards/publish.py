@@ -210,8 +210,15 @@ def _csv(rows: list[list[str]]) -> str:
     return buffer.getvalue()
 
 
+def _table(board: Board) -> list[list[str]]:
+    """`board.table()`, made once per board (the CSV, the Markdown and the workbook write it)."""
+    if "_table" not in board.__dict__:
+        board.__dict__["_table"] = board.table()
+    return board.__dict__["_table"]
+
+
 def leaderboard_csv(board: Board) -> str:
-    return _csv([board.header(), *board.table()])
+    return _csv([board.header(), *_table(board)])
 
 
 def _provenance_rows(board: Board) -> list[dict[str, Any]]:
@@ -223,7 +230,7 @@ def _provenance_texts(board: Board) -> dict[tuple[str, str], list[str]]:
     order; made once per board (provenance.csv and the cell files both carry it)."""
     if "_provenance_texts" not in board.__dict__:
         board.__dict__["_provenance_texts"] = {
-            (cell.model, cell.column.id): [_text(p[k]) for k in PROVENANCE_COLUMNS]
+            (cell.model, cell.column.id): ["" if p[k] is None else str(p[k]) for k in PROVENANCE_COLUMNS]
             for cell, p in zip(board.cells(), _provenance_rows(board), strict=True)
         }
     return board.__dict__["_provenance_texts"]
@@ -262,7 +269,7 @@ def _board_md(board: Board) -> str:
     """The board as a Markdown table, made once per board (leaderboard.md and the OpenCompass README)."""
     if "_board_md" not in board.__dict__:
         header = board.header()
-        board.__dict__["_board_md"] = md_table(header, board.table(), right=[0, *range(2, len(header))])
+        board.__dict__["_board_md"] = md_table(header, _table(board), right=[0, *range(2, len(header))])
     return board.__dict__["_board_md"]
 
 
@@ -667,65 +674,66 @@ def cell_files(board: Board, by_run: dict[tuple[str, str, str], list[dict[str, A
 
 def leaderboard_xlsx(board: Board, path: Path, clean: Any) -> None:
     """Sheets: leaderboard (numbers as numbers, statuses as text, provenance as cell comments),
-    provenance, columns, runs. `clean` masks secrets in every string."""
+    provenance, columns, runs. `clean` masks secrets in every string. Written row by row (openpyxl's
+    write-only workbook: a 500 x 86 sheet of cell objects, then saved, took twice the time)."""
     from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
     from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
     from openpyxl.comments import Comment
-
-    def put(ws: Any, row: int, col: int, value: object) -> Any:
-        cell = ws.cell(row=row, column=col)
-        if isinstance(value, bool) or value is None:
-            cell.value = _text(value) if value is not None else None
-        elif isinstance(value, int | float):
-            cell.value = value
-        else:
-            cell.value = ILLEGAL_CHARACTERS_RE.sub("", clean(str(value)))
-            cell.data_type = "s"  # never a formula, even for text starting with "="
-        return cell
-
-    def sheet(ws: Any, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
-        for j, h in enumerate(header, start=1):
-            put(ws, 1, j, h).font = bold
-        for i, values in enumerate(rows, start=2):
-            for j, v in enumerate(values, start=1):
-                put(ws, i, j, v)
-        ws.freeze_panes = "C2"
-
     from openpyxl.styles import Font
 
     bold = Font(bold=True)
-    wb = Workbook()
-    ws = wb.active
-    ws.title = "leaderboard"
-    texts = board.table()
+    wb = Workbook(write_only=True)
+
+    def put(ws: Any, value: object) -> Any:
+        if isinstance(value, bool) or value is None:
+            return WriteOnlyCell(ws, _text(value) if value is not None else None)
+        if isinstance(value, int | float):
+            return WriteOnlyCell(ws, value)
+        cell = WriteOnlyCell(ws, ILLEGAL_CHARACTERS_RE.sub("", clean(str(value))))
+        cell.data_type = "s"  # never a formula, even for text starting with "="
+        return cell
+
+    def header_row(ws: Any, header: Sequence[str]) -> None:
+        ws.freeze_panes = "C2"  # before the first row: a write-only sheet writes its view first
+        cells = [put(ws, h) for h in header]
+        for cell in cells:
+            cell.font = bold
+        ws.append(cells)
+
+    def sheet(title: str, header: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        ws = wb.create_sheet(title)
+        header_row(ws, header)
+        for values in rows:
+            ws.append([put(ws, v) for v in values])
+
+    ws = wb.create_sheet("leaderboard")
+    texts = _table(board)
     tips = len(board.rows) * len(board.columns) <= TIP_CELLS  # 20,000 comments took seconds to write
-    sheet(ws, board.header(), [])
-    for i, (row, text) in enumerate(zip(board.rows, texts, strict=True), start=2):
+    header_row(ws, board.header())
+    for row, text in zip(board.rows, texts, strict=True):
         values: list[object] = [row.rank if row.rank is not None else text[0], row.model]
         values.append(float(text[2]) if row.average is not None else text[2])
         values.append(row.coverage)
-        for j, values_cell in enumerate(values, start=1):
-            put(ws, i, j, values_cell)
-        for j, column in enumerate(board.columns, start=5):
+        cells = [put(ws, v) for v in values]
+        for column in board.columns:
             cell = row.cells[column.id]
-            target = put(ws, i, j, float(fmt(cell.value_100)) if cell.status == "ok" else cell.text)
+            target = put(ws, float(fmt(cell.value_100)) if cell.status == "ok" else cell.text)
             if cell.status == "ok" and cell.n_invalid:  # still a number, shown like the CSV's text
                 target.number_format = f'0.00" ({cell.n_invalid} invalid)"'
             if tips:
                 target.comment = Comment(clean(_tip(board.provenance(cell))), "benchbridge")
-        for j, value in enumerate(text[4 + len(board.columns) :], start=5 + len(board.columns)):
-            put(ws, i, j, value)  # rank range, comparison with the next row, each value's interval
+            cells.append(target)
+        # rank range, comparison with the next row, each value's interval
+        cells += [put(ws, value) for value in text[4 + len(board.columns) :]]
+        ws.append(cells)
     if len(board.rows) * len(board.columns) <= XLSX_PROVENANCE_CELLS:
         prov = _provenance_rows(board)
-        sheet(
-            wb.create_sheet("provenance"),
-            list(PROVENANCE_COLUMNS.values()),
-            [[p[k] for k in PROVENANCE_COLUMNS] for p in prov],
-        )
+        sheet("provenance", list(PROVENANCE_COLUMNS.values()), [[p[k] for k in PROVENANCE_COLUMNS] for p in prov])
     else:
-        sheet(wb.create_sheet("provenance"), ["provenance"], [["one row per cell: provenance.csv, beside this file"]])
+        sheet("provenance", ["provenance"], [["one row per cell: provenance.csv, beside this file"]])
     sheet(
-        wb.create_sheet("columns"),
+        "columns",
         ["column", "framework", "version", "benchmark", "subset", "metric", "judge", "higher_is_better", "in_average"],
         [
             [
@@ -742,7 +750,7 @@ def leaderboard_xlsx(board: Board, path: Path, clean: Any) -> None:
             for c in board.columns
         ],
     )
-    sheet(wb.create_sheet("runs"), list(_RUN_FIELDS), [[_text(m.get(k)) for k in _RUN_FIELDS] for m in board.runs])
+    sheet("runs", list(_RUN_FIELDS), [[_text(m.get(k)) for k in _RUN_FIELDS] for m in board.runs])
     wb.save(path)
 
 
@@ -787,7 +795,7 @@ def publish(
         if path.parent not in folders:
             path.parent.mkdir(parents=True, exist_ok=True)
             folders.add(path.parent)
-        path.write_text(clean(text), encoding="utf-8", newline="")  # as written: CSV keeps its CRLF
+        path.write_bytes(clean(text).encode("utf-8"))  # as written: CSV keeps its CRLF
         written.append(name)
 
     try:

@@ -11,6 +11,7 @@ The path is a setting: `results_db` in a run config (default `<work_dir>/results
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
@@ -122,10 +123,15 @@ def cell_key(record: Record) -> CellKey:
 
 
 def _instant(record: Record) -> datetime | str:
+    return _parsed_time(record.time)
+
+
+@functools.lru_cache(maxsize=65_536)  # a store's records share their run's few times: parsed once each
+def _parsed_time(text: str) -> datetime | str:
     try:
-        return datetime.fromisoformat(record.time)
+        return datetime.fromisoformat(text)
     except ValueError:
-        return record.time
+        return text
 
 
 def latest_per_cell(records: Iterable[Record]) -> dict[CellKey, Record]:
