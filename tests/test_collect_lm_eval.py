@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bridges.records import ERROR_CHARS
 from tests._native import Native, native_run
 
 STAMP = "2026-11-30T00-00-00.000000"
@@ -68,12 +69,16 @@ def test_samples_files_hold_one_line_per_scored_sample(native: Native) -> None:
 def test_a_failed_process_is_a_failed_record_per_task_with_the_logs_tail(native: Native) -> None:
     failed = [r for r in native.bridge.collect(native.out_dir) if r.status == "failed"]
     log = native.path("results/broken/lm_eval.log")
-    tail = log.read_text("utf-8")[-1500:]
+    text = log.read_text("utf-8")
+    assert text.endswith("RuntimeError: CrashOnQuestions: this model cannot answer questions\n")
     tasks = ["bb_qa_capitals", "bb_mcq_science_en_gen", "bb_qa_zh", "bb_ceval_mini_gen"]
-    assert [r.error for r in failed] == [
-        f"lm-eval task {t}: lm-eval exited with code 1; log {log}:\n{tail}" for t in tasks
-    ]
-    assert tail.endswith("RuntimeError: CrashOnQuestions: this model cannot answer questions\n")
+    assert len(failed) == len(tasks)
+    for task, r in zip(tasks, failed, strict=True):
+        error = r.error or ""
+        assert error.startswith(f"lm-eval task {task}: lm-eval exited with code 1; log {log}:\n")  # the reason
+        assert len(error) <= ERROR_CHARS
+        assert error.rstrip().endswith("RuntimeError: CrashOnQuestions: this model cannot answer questions")
+        assert error.rstrip()[-300:] in text  # the end of the log, where the error is
 
 
 def test_without_any_output_the_failure_says_nothing_ran(native: Native) -> None:
