@@ -2,13 +2,18 @@
 
 Framework bridges, model kinds and dataset importers are registry entries. Built-in entries are
 declared as ``"module:attr"`` strings so that `benchbridge --help` imports no framework; third-party
-code registers with the decorator.
+code registers with the decorator, or, for a registry with an entry-point group (frameworks:
+``benchbridge.frameworks``), from its package's metadata, so an installed package needs no import:
+
+    [project.entry-points."benchbridge.frameworks"]
+    my_framework = "my_package.bridge:MyBridge"
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
 from collections.abc import Callable
 from typing import Generic, TypeVar, cast
 
@@ -18,10 +23,22 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, entry_points: str | None = None) -> None:
         self.what = what
+        self.entry_points = entry_points  # the entry-point group installed packages register in
+        self._scanned = entry_points is None
         self._lazy: dict[str, str] = {}
         self._loaded: dict[str, T] = {}
+
+    def _scan(self) -> None:
+        """Installed packages' entry points, read once on first use (imported only when asked for);
+        a name registered in code, built-ins included, wins."""
+        if self._scanned:
+            return
+        self._scanned = True
+        for ep in importlib.metadata.entry_points(group=str(self.entry_points)):
+            if ep.name not in self._lazy and ep.name not in self._loaded:
+                self._lazy[ep.name] = ep.value
 
     def add_lazy(self, name: str, target: str) -> None:
         """Registers `name` as `module:attr`, imported on first `get`."""
@@ -37,12 +54,15 @@ class Registry(Generic[T]):
         return deco
 
     def names(self) -> list[str]:
+        self._scan()
         return sorted(set(self._lazy) | set(self._loaded))
 
     def __contains__(self, name: str) -> bool:
+        self._scan()
         return name in self._lazy or name in self._loaded
 
     def get(self, name: str, *, key: str | None = None) -> T:
+        self._scan()
         if name not in self._loaded:
             target = self._lazy.get(name)
             if target is None:

@@ -2,9 +2,10 @@
 raises is that framework's stored failure and the others still run (exit 1); Ctrl-C ends the frameworks'
 processes (their whole process groups) and keeps what was stored (exit 130).
 
-The bridges here are third-party bridges (registered with `@framework`) that go through the real
-machinery: the runner, `Bridge.run`'s template and `bridges.frameworks.processes`; none of them is
-presented as one of the four frameworks.
+The bridges here are a third-party package's, installed the way any is found (a dist-info folder with
+entry points in the group "benchbridge.frameworks" on the path), and go through the real machinery: the
+`benchbridge` command, the runner, `Bridge.run`'s template and `bridges.frameworks.processes`; none of
+them is presented as one of the four frameworks.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import pytest
 from bridges.cli import main
 from tests.conftest import DATASETS, ROOT
 
-# Imported by the `benchbridge run` process under test (PYTHONPATH): registers three bridges.
+# The third-party package's module; `benchbridge` imports it through its entry points.
 PHASE_BRIDGES = '''
 import os
 import sys
@@ -109,8 +110,18 @@ frameworks:
 {listed}"""
 
 
+ENTRY_POINTS = "[benchbridge.frameworks]\n" + "".join(
+    f"{name} = phase_bridges:{cls}\n"
+    for name, cls in (("steady", "Steady"), ("unauthorized", "Unauthorized"), ("buggy", "Buggy"), ("sleeper", "Sleeper"))
+)
+
+
 def setup(tmp_path: Path, frameworks: list[str]) -> tuple[Path, dict[str, str]]:
     (tmp_path / "phase_bridges.py").write_text(PHASE_BRIDGES, encoding="utf-8")
+    dist = tmp_path / "phase_bridges-0.1.dist-info"  # what pip writes for an installed package
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: phase-bridges\nVersion: 0.1\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text(ENTRY_POINTS, encoding="utf-8")
     path = tmp_path / "run.yaml"
     path.write_text(config_text(frameworks), encoding="utf-8")
     env = {
@@ -123,10 +134,10 @@ def setup(tmp_path: Path, frameworks: list[str]) -> tuple[Path, dict[str, str]]:
 
 
 def benchbridge(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    """`benchbridge ARGS` in a fresh process with the test bridges registered."""
-    code = "import sys, phase_bridges; from bridges.cli import main; sys.exit(main(sys.argv[1:]))"
+    """The `benchbridge` command in a fresh process (it finds the test package by its entry points)."""
+    exe = Path(sys.executable).parent / "benchbridge"
     return subprocess.Popen(
-        [sys.executable, "-c", code, *args], cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [str(exe), *args], cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
 
 
@@ -225,3 +236,23 @@ frameworks:
         lines[0]
     )
     assert not (tmp_path / "runs").exists()
+
+
+def test_frameworks_from_entry_points_are_listed_and_imported_on_use_and_built_ins_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridges._registry import Registry
+
+    dist = tmp_path / "ep_pkg-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-pkg\nVersion: 1.0\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text(
+        "[test.benchbridge.frameworks]\nmine = ep_mod:Mine\nlm_eval = ep_mod:Impostor\n", encoding="utf-8"
+    )
+    (tmp_path / "ep_mod.py").write_text("class Mine: ...\nclass Impostor: ...\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry: Registry[type] = Registry("framework", entry_points="test.benchbridge.frameworks")
+    registry.add_lazy("lm_eval", "bridges.frameworks.lm_eval.bridge:LMEvalBridge")
+    assert registry.names() == ["lm_eval", "mine"]
+    assert registry.get("mine").__name__ == "Mine"
+    assert registry.get("lm_eval").__name__ == "LMEvalBridge"

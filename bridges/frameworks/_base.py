@@ -135,7 +135,8 @@ class Bridge(ABC):
         return Record(**{**base, **fields})
 
 
-FRAMEWORKS: Registry[type[Bridge]] = Registry("framework")
+# Third-party bridges: `@framework("name")`, or an entry point in the group "benchbridge.frameworks".
+FRAMEWORKS: Registry[type[Bridge]] = Registry("framework", entry_points="benchbridge.frameworks")
 
 
 def framework(name: str):  # noqa: ANN201 - decorator
