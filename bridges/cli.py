@@ -267,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(handler=cmd_datasets_import)
     val = ds_sub.add_parser("validate", help="check dataset folders; errors name file, line and key")
     val.add_argument("paths", nargs="+", help="dataset folders, or bare samples .jsonl files")
-    val.add_argument("--kind", choices=["mcq", "qa", "open"], help="kind of a bare samples file (default: from line 1)")
+    val.add_argument("--kind", choices=["mcq", "qa", "open", "gen", "code"], help="kind of a bare samples file (default: from line 1)")
     val.set_defaults(handler=cmd_datasets_validate)
 
     prep = sub.add_parser("prepare", help="write each framework's native config and data, runnable by hand")

@@ -5,6 +5,8 @@ Three kinds, one JSON object per line:
 - ``mcq``:  ``{"id", "question", "choices": [..], "answer": "B", "subject"?, "explanation"?}``
 - ``qa``:   ``{"id", "messages": [{"role", "content"}, ..], "answers": ["..", ..]}``
 - ``open``: ``{"id", "instruction", "input"?}`` (judged pairwise, e.g. by AlpacaEval)
+- ``gen``:  ``{"id", "messages": [..], "references": [".."], "task"?}`` (generation scored against references)
+- ``code``: ``{"id", "prompt", "entry_point", "tests": ["assert ..", ..]}`` (Python, executed: pass@k)
 
 The card (name, kind, language, description, license, source, tags) travels with the results to
 the published board.
@@ -29,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bridges._errors import BenchbridgeError, where
 from bridges._files import MAX_NAME, check_dir_writable, loc_text, path_kind, read_text, read_yaml
 
-Kind = Literal["mcq", "qa", "open"]
+Kind = Literal["mcq", "qa", "open", "gen", "code"]
 LETTERS = string.ascii_uppercase
 SAMPLES_FILE = "samples.jsonl"
 CARD_FILE = "card.yaml"
@@ -99,11 +101,52 @@ class OpenSample(_Strict):
     input: str = ""
 
 
-Sample = McqSample | QaSample | OpenSample
-SAMPLE_TYPES: dict[str, type[McqSample] | type[QaSample] | type[OpenSample]] = {
+class GenSample(_Strict):
+    """A generation item: chat messages and one or more reference answers; `task` picks a judge rubric."""
+
+    id: str
+    messages: Annotated[list[Message], Field(min_length=1)]
+    references: Annotated[list[str], Field(min_length=1)]
+    task: Annotated[str, Field(min_length=1)] = "default"
+
+    _ends_with_user = field_validator("messages")(QaSample._ends_with_user.__func__)  # type: ignore[attr-defined]
+
+    @property
+    def question(self) -> str:
+        return self.messages[-1].content
+
+
+class CodeSample(_Strict):
+    """A Python problem: the model completes `prompt`; each of `tests` (Python statements, e.g. asserts
+    calling `entry_point`) is run against the completion in a sandbox."""
+
+    id: str
+    prompt: Annotated[str, Field(min_length=1)]
+    entry_point: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    tests: Annotated[list[str], Field(min_length=1)]
+    setup: str = ""  # run before each test (imports, helpers)
+    solution: str | None = None  # a known-good completion, for checking the tests
+
+    @field_validator("tests")
+    @classmethod
+    def _tests_parse(cls, tests: list[str]) -> list[str]:
+        import ast
+
+        for i, test in enumerate(tests):
+            try:
+                ast.parse(test)
+            except SyntaxError as exc:
+                raise ValueError(f"tests[{i}] is not valid Python (line {exc.lineno}: {exc.msg})") from None
+        return tests
+
+
+Sample = McqSample | QaSample | OpenSample | GenSample | CodeSample
+SAMPLE_TYPES: dict[str, type[McqSample] | type[QaSample] | type[OpenSample] | type[GenSample] | type[CodeSample]] = {
     "mcq": McqSample,
     "qa": QaSample,
     "open": OpenSample,
+    "gen": GenSample,
+    "code": CodeSample,
 }
 
 
@@ -225,12 +268,18 @@ def read_card(path: Path) -> DatasetCard:
 
 def _kind_of(path: Path, first: dict[str, Any]) -> Kind:
     """A bare samples file's kind, from the keys of its first line."""
-    keys: tuple[tuple[str, Kind], ...] = (("choices", "mcq"), ("messages", "qa"), ("instruction", "open"))
+    keys: tuple[tuple[str, Kind], ...] = (
+        ("choices", "mcq"),
+        ("references", "gen"),
+        ("messages", "qa"),
+        ("instruction", "open"),
+        ("entry_point", "code"),
+    )
     for key, kind in keys:
         if key in first:
             return kind
     raise BenchbridgeError(
-        f"{path}: cannot tell the kind from line 1 (no choices, messages or instruction key); pass --kind mcq|qa|open"
+        f"{path}: cannot tell the kind from line 1 (no choices, messages or instruction key); pass --kind mcq|qa|open|gen|code"
     )
 
 
