@@ -19,7 +19,8 @@ export USE_TF=0 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 .venv/bin/mypy  # bridges/ and leaderboards/ ([tool.mypy] in pyproject.toml); incremental via .mypy_cache
 # pytest exits 5 when it collected no test: that is a failure here too, as is any other non-zero.
 if [ "$fast" = 1 ]; then
-  .venv/bin/python -m pytest -ra -m "not framework and not browser" "$@"
+  # -n auto: one pytest worker per core (pytest-xdist); the tests in this tier are independent of each other.
+  .venv/bin/python -m pytest -ra -n auto -m "not framework and not browser" "$@"
 else
   .venv/bin/python -m pytest -ra "$@"
 fi
