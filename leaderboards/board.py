@@ -23,10 +23,12 @@ with a result in every chosen column get a rank, so a model cannot climb by fail
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
+import gc
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -707,6 +709,20 @@ def _rank_ranges(board: Board) -> None:
         row.versus_next = text
 
 
+@contextlib.contextmanager
+def paused_gc() -> Iterator[None]:
+    """Python's cycle collector off for a while, as it was after. Building a board or publishing one
+    makes hundreds of thousands of small acyclic objects while as many live: the collector's passes
+    over them were a quarter to a third of the time (a 40,000-record board: 0.69 -> 0.53 s CPU)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
 def open_board(
     source: str | os.PathLike[str] | ResultsStore | Iterable[Record],
     *,
@@ -714,6 +730,13 @@ def open_board(
     **options: Any,
 ) -> Board:
     """A board from a results database (path or store; only `config_name`'s runs if given) or records."""
+    with paused_gc():
+        return _open_board(source, config_name=config_name, **options)
+
+
+def _open_board(
+    source: str | os.PathLike[str] | ResultsStore | Iterable[Record], *, config_name: str | None, **options: Any
+) -> Board:
     if isinstance(source, str | os.PathLike | ResultsStore):
         store = source if isinstance(source, ResultsStore) else ResultsStore(Path(source))
         store.require()

@@ -220,6 +220,14 @@ def _result(
     }
     if uncertainty:
         score["uncertainty"] = uncertainty
+    if memo is not None:
+        # A record's fields have their types by construction (a `Record`, `_strings`), so its score's
+        # shape is which parts it has and the types of value, stderr and n: walked once per such kind.
+        kind = ("score_shape", type(record.value), tuple(score["details"]), type(record.stderr), type(record.n_samples))
+        if kind not in shared:
+            shared[kind] = _shape(score, _valued(SCHEMA_FILE))
+        memo[id(score)] = shared[kind]
+        shared[("score", id(score))] = score  # kept alive with `shared` (see `documents`)
     return {
         "evaluation_result_id": _result_id(record.benchmark, record.subset, record.metric, record.judge),
         "evaluation_name": name,

@@ -57,6 +57,7 @@ from leaderboards.board import (
     board_for_config,
     board_from_cli,
     fmt,
+    paused_gc,
     sample_key,
     shown_records,
 )
@@ -774,7 +775,11 @@ def publish(
     settings: PublishSettings | None = None,
 ) -> Published:
     """Writes every format of `board` into `out` (replacing a board published there before)."""
-    out = Path(out).resolve()
+    with paused_gc():
+        return _publish(board, Path(out).resolve(), datasets, settings)
+
+
+def _publish(board: Board, out: Path, datasets: Sequence[Dataset], settings: PublishSettings | None) -> Published:
     _check_target(out)
     generated = now_iso()
     infos = dataset_infos(board, datasets)

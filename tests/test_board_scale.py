@@ -96,3 +96,37 @@ def test_instance_lines_written_directly_are_their_validated_documents() -> None
                 metadata = {"framework": "lm_eval", "messages": '[{"role": "user"}]'} if references else {}
                 part = LinePart(sample, "Q?\nA:", references, metadata, "qa/acc", score, "ab" * 32)
                 assert _line(head, part) == JSON.encode(_row(document, part))
+
+
+def test_board_and_publish_pause_the_cycle_collector_and_restore_it(
+    zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector's passes over a big board's objects were a quarter of building and publishing it:
+    both run with it off, and leave it as they found it (on, or off), even when they fail."""
+    import gc
+
+    from leaderboards import every_eval_ever
+    from leaderboards import publish as publish_module
+
+    seen: list[bool] = []
+    documents = every_eval_ever.documents
+
+    def watched(*args: object, **kw: object) -> object:
+        seen.append(gc.isenabled())
+        return documents(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(every_eval_ever, "documents", watched)
+    assert gc.isenabled()
+    board = open_board(zoo)
+    publish(board, tmp_path / "board")
+    assert seen == [False] and gc.isenabled()
+    monkeypatch.setattr(publish_module, "leaderboard_xlsx", lambda *a: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        publish(board, tmp_path / "board")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        open_board(zoo)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
