@@ -4,49 +4,53 @@
   var tbody = table.tBodies[0];
   var headers = Array.prototype.slice.call(table.tHead.rows[0].cells);
 
-  // A big board's rows come as JSON (publish.board_rows), made here into exactly the rows the
-  // template writes for a small board. Texts are set as textContent: a model's name is never markup.
-  function rowsOf(data) {
-    function td(text, sort, cls) {
-      var cell = document.createElement("td");
-      if (cls) { cell.className = cls; }
-      if (sort !== null) { cell.setAttribute("data-sort", sort); }
-      cell.textContent = text;
-      return cell;
-    }
-    var classes = data.avg.map(function (averaged) { return averaged ? "" : " not-averaged"; });
-    return data.rows.map(function (r) {
-      var tr = document.createElement("tr");
-      tr.setAttribute("data-model", r[0]);
-      tr.appendChild(td(r[1], r[2]));
-      tr.appendChild(td(r[0], r[0], "model text"));
-      tr.appendChild(td(r[3], r[4]));
-      tr.appendChild(td(r[5], r[5]));
-      r[9].forEach(function (c, j) {
-        var cell = document.createElement("td"), a = document.createElement("a");
-        cell.className = c[0] + classes[j];
-        cell.setAttribute("data-fw", data.fw[j]);
-        cell.setAttribute("data-sort", c[2]);
-        a.className = "v";
-        a.href = "#";
-        if (c[3]) { a.title = c[3]; }
-        a.textContent = c[1];
-        cell.appendChild(a);
-        tr.appendChild(cell);
-      });
-      tr.appendChild(td(r[6], r[7]));
-      tr.appendChild(td(r[8], null, "text"));
-      r[10].forEach(function (ci) { tr.appendChild(td(ci, null)); });
-      return tr;
-    });
-  }
-
-  // Every row, in the order shown. A big board puts the first `limit` rows that pass the filter in the
-  // table and keeps the others aside until asked: laying out 500 x 86 cells took Chromium 0.6-0.9 s,
-  // 50 rows a tenth of it. Sorting and filtering work on every row.
+  // A big board's rows come as JSON (publish.board_rows), each made into exactly the row the template
+  // writes for a small board, when it is first laid out. Texts are set as textContent: a model's name
+  // is never markup.
   var rowData = document.getElementById("board-rows");
   var data = rowData ? JSON.parse(rowData.textContent) : null;
-  var allRows = data ? rowsOf(data) : Array.prototype.slice.call(tbody.rows);
+  var hiddenFw = {};  // frameworks switched off: their cells are hidden in rows made later too
+  function td(text, sort, cls) {
+    var cell = document.createElement("td");
+    if (cls) { cell.className = cls; }
+    if (sort !== null) { cell.setAttribute("data-sort", sort); }
+    cell.textContent = text;
+    return cell;
+  }
+  function makeRow(r) {
+    var tr = document.createElement("tr");
+    tr.setAttribute("data-model", r[0]);
+    tr.appendChild(td(r[1], r[2]));
+    tr.appendChild(td(r[0], r[0], "model text"));
+    tr.appendChild(td(r[3], r[4]));
+    tr.appendChild(td(r[5], r[5]));
+    r[9].forEach(function (c, j) {
+      var cell = document.createElement("td"), a = document.createElement("a");
+      cell.className = c[0] + (data.avg[j] ? "" : " not-averaged");
+      cell.setAttribute("data-fw", data.fw[j]);
+      cell.setAttribute("data-sort", c[2]);
+      a.className = "v";
+      a.href = "#";
+      if (c[3]) { a.title = c[3]; }
+      a.textContent = c[1];
+      cell.appendChild(a);
+      tr.appendChild(cell);
+    });
+    tr.appendChild(td(r[6], r[7]));
+    tr.appendChild(td(r[8], null, "text"));
+    r[10].forEach(function (ci) { tr.appendChild(td(ci, null)); });
+    headers.forEach(function (th, index) {
+      if (hiddenFw[th.getAttribute("data-fw")]) { tr.cells[index].classList.add("hidden-fw"); }
+    });
+    return tr;
+  }
+
+  // Every row, in the order shown: {r: its JSON, tr: its element once made, hidden: filtered out}. A
+  // big board lays out the first `limit` rows that pass the filter and keeps the others aside until
+  // asked: laying out 500 x 86 cells took Chromium 0.6-0.9 s, 50 rows a tenth of it (and making every
+  // row's elements first, another 0.1 s). Sorting and filtering work on every row.
+  var allRows = data ? data.rows.map(function (r) { return { r: r, tr: null, hidden: false }; })
+    : Array.prototype.map.call(tbody.rows, function (tr) { return { r: null, tr: tr, hidden: false }; });
   var limit = data ? data.page : Infinity;
   var more = null;
   if (data) {
@@ -59,15 +63,19 @@
     moreButton.addEventListener("click", function () { limit = Infinity; place(); });
     table.parentNode.parentNode.insertBefore(more, table.parentNode.nextSibling);
   }
+  function rowOf(e) {
+    if (!e.tr) { e.tr = makeRow(e.r); e.tr.hidden = e.hidden; }
+    return e.tr;
+  }
   function place() {
     var frag = document.createDocumentFragment(), shown = 0, passing = 0;
-    allRows.forEach(function (r) {
-      if (!r.hidden) { passing++; }
-      if (shown < limit) {
-        frag.appendChild(r);
-        if (!r.hidden) { shown++; }
-      } else if (r.parentNode) {
-        r.parentNode.removeChild(r);
+    allRows.forEach(function (e) {
+      if (!e.hidden) { passing++; }
+      if (shown < limit && (e.tr || !e.hidden)) {
+        frag.appendChild(rowOf(e));  // a filtered-out row already made stays, hidden
+        if (!e.hidden) { shown++; }
+      } else if (e.tr && e.tr.parentNode) {
+        e.tr.parentNode.removeChild(e.tr);
       }
     });
     tbody.appendChild(frag);
@@ -79,6 +87,17 @@
   }
   place();
 
+  // A row's sort key under header `index`: what the cell's data-sort holds (read from the JSON for a
+  // row not made yet: rank, model, average, coverage, each column, rank range).
+  var columnCount = data ? data.fw.length : 0;
+  function sortKey(e, index) {
+    if (!e.r) { return e.tr.cells[index].getAttribute("data-sort"); }
+    var r = e.r;
+    if (index < 4) { return [r[2], r[0], r[4], r[5]][index]; }
+    if (index < 4 + columnCount) { return r[9][index - 4][2]; }
+    return index === 4 + columnCount ? r[7] : "";
+  }
+
   // Sorting: numbers compare as numbers; a cell with no number (failed, missing, no rank) sorts last
   // whichever the direction. The first click uses the column's better-first direction.
   function sortBy(th, index) {
@@ -89,7 +108,7 @@
     var sign = dir === "ascending" ? 1 : -1;
     var numeric = th.getAttribute("data-type") === "num";
     allRows.sort(function (a, b) {
-      var x = a.cells[index].getAttribute("data-sort"), y = b.cells[index].getAttribute("data-sort");
+      var x = sortKey(a, index), y = sortKey(b, index);
       if (x === "" || y === "") { return (x === "") - (y === ""); }
       if (numeric) { return sign * (parseFloat(x) - parseFloat(y)); }
       return sign * x.localeCompare(y);
@@ -109,19 +128,21 @@
   var filter = document.getElementById("model-filter");
   filter.addEventListener("input", function () {
     var q = filter.value.toLowerCase();
-    allRows.forEach(function (r) {
-      r.hidden = r.getAttribute("data-model").toLowerCase().indexOf(q) < 0;
+    allRows.forEach(function (e) {
+      e.hidden = (e.r ? e.r[0] : e.tr.getAttribute("data-model")).toLowerCase().indexOf(q) < 0;
+      if (e.tr) { e.tr.hidden = e.hidden; }
     });
     place();
   });
   Array.prototype.forEach.call(document.querySelectorAll("input.fw-toggle"), function (box) {
     box.addEventListener("change", function () {
       var fw = box.value;
+      hiddenFw[fw] = !box.checked;
       headers.forEach(function (th, index) {
         if (th.getAttribute("data-fw") !== fw) { return; }
         th.classList.toggle("hidden-fw", !box.checked);
         // the rows set aside too; the interval columns' cells carry no data-fw (a smaller page)
-        allRows.forEach(function (r) { r.cells[index].classList.toggle("hidden-fw", !box.checked); });
+        allRows.forEach(function (e) { if (e.tr) { e.tr.cells[index].classList.toggle("hidden-fw", !box.checked); } });
       });
     });
   });
