@@ -21,7 +21,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +68,15 @@ KEEP: dict[str, list[str]] = {
 STAMPS = [
     (re.compile(r"\d{8}_\d{6}"), "20261130_000000"),  # OpenCompass's output folder and summary file
     (re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}\.\d+"), "2026-11-30T00-00-00.000000"),  # lm-eval's results
-    (re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?"), "2026-11-30 00:00:00.000000"),  # evals, AlpacaEval
+    (re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}([.,]\d+)?"), "2026-11-30 00:00:00.000000"),  # logs, evals
     (re.compile(r"127\.0\.0\.1:\d+"), "127.0.0.1:8765"),  # the port the run served models on
+    # progress bars and timings in the logs
+    (re.compile(r"\[\d\d:\d\d<\d\d:\d\d,\s*[\d.]+(it/s|s/it|examples/s)\]"), "[00:00<00:00, 10.00it/s]"),
+    (re.compile(r"\d+\.\d+ (it/s|s/it|examples/s)"), "100.00 examples/s"),
+    (re.compile(r"in \d+\.\d+ seconds"), "in 0.5 seconds"),
 ]
+# JSON files whose key order changes from run to run (AlpacaEval's annotations): written with sorted keys.
+SORT_KEYS = {"annotations.json"}
 _EVALS_RUN_ID = re.compile(r"\b\d{12}[A-Z0-9]{8}\b")  # oaieval's run id: yymmddHHMMSS + 8 random characters
 # JSON keys whose values change on every run or machine (timings, dates, commits, the host's description).
 FIXED = {
@@ -228,7 +233,8 @@ def normalize_file(name: str, text: str, work: Path, run_id: str) -> str:
     text = normalize(text, work, run_id)
     if name.endswith(".json"):
         indent = 4 if text.startswith("{\n    ") else (2 if text.startswith(("{\n  ", "[\n  ")) else None)
-        text = json.dumps(_fixed(json.loads(text)), indent=indent, ensure_ascii=False) + (
+        data = _fixed(json.loads(text))
+        text = json.dumps(data, indent=indent, ensure_ascii=False, sort_keys=name in SORT_KEYS) + (
             "\n" if text.endswith("\n") else ""
         )
     return text
@@ -278,12 +284,18 @@ def write_manifest() -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS))
-    parser.add_argument("--keep", type=Path, help="run in this folder and keep it (default: a temp folder)")
+    parser.add_argument("--keep", type=Path, help=f"run here and keep it (default: {WORK}, removed afterwards)")
     args = parser.parse_args(argv)
     for name in ("USE_TF", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         os.environ.setdefault(name, "0" if name == "USE_TF" else "1")
-    work = (args.keep or Path(tempfile.mkdtemp(prefix="bb-native-"))).resolve()
+    # By default the run happens where the fixtures say it did: the config hash and evals' job keys,
+    # which hash the config's paths, then come out the same on every regeneration.
+    work = (args.keep or Path(WORK)).resolve()
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
+    # The frameworks' processes inherit it: sets (OpenCompass's lists of acceptable answers) keep one order.
+    os.environ["PYTHONHASHSEED"] = "0"
     # A fresh response cache: every answer in the reports comes from this run, not from an older one.
     os.environ["BENCHBRIDGE_CACHE"] = str(work / "responses.sqlite")
     sys.path.insert(0, str(ROOT))
