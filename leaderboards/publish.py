@@ -4,7 +4,8 @@
     leaderboard.md            the board, its columns, failures and cross-framework agreement
     index.html                one self-contained static page: sortable, filterable table, every
                               number opening into its provenance and samples, charts per benchmark
-                              and per model
+                              and per model (a board over HTML_CELLS cells carries its rows as JSON
+                              that the page draws, PAGE_ROWS at a time)
     cells/c<j>.js             column j's provenance and samples, loaded by the page when a cell of
                               that column is opened (a script, not JSON: Chromium refuses fetch() of
                               file:// URLs, and the page must open from disk)
@@ -18,8 +19,9 @@ Everything is written into a temporary folder next to `out` and renamed into pla
 leaves the previous board (or nothing) and never half a board; the temporary folders of a publish
 that was killed are removed by the next one. Every text written is escaped for its format (CSV and
 Markdown cells that a spreadsheet would run as a formula start with `'`, as OWASP recommends),
-secret values from the environment are masked in all of it, and paths are named relative to the
-results store's folder (the home folder as `~`), so a board can be shared as it is.
+secret values from the environment are masked in all of it (the store masked what it knew when it
+stored; a key set since is masked here), and paths are named relative to the results store's folder
+(the home folder as `~`), so a board can be shared as it is.
 """
 
 from __future__ import annotations
