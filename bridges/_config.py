@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bridges._errors import BenchbridgeError
 from bridges._files import MAX_NAME, YamlDoc, loc_text, read_yaml
 from bridges.datasets import Dataset, load_dataset
+from bridges.executors import EXECUTORS, ExecutorSettings
 from bridges.models import HFSpec, ModelSpec, OpenAISpec, check_builtin, materialize, parse_model_spec
 from bridges.secrets import remember_secret_name
 
@@ -85,6 +86,8 @@ class RunConfig(BaseModel):
     cache: CacheSettings = Field(default_factory=CacheSettings)
     # Frameworks run at once by `benchbridge run` (`--max-parallel` overrides); default: one per core.
     max_parallel: int | None = Field(None, ge=1)
+    # Where units run: local threads, or tasks on a Ray cluster (`--executor` overrides; bridges/executors/).
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
 
     @field_validator("models")
     @classmethod
@@ -127,6 +130,7 @@ class LoadedConfig:
             self.dataset_frameworks[ds.name] = ref.frameworks
         for fw in cfg.frameworks:
             FRAMEWORKS.get(fw, key=f"{self.where('frameworks', fw)}: frameworks.{fw}")
+        EXECUTORS.get(cfg.executor.kind, key=f"{self.where('executor', 'kind')}: executor.kind")
 
     def _local_paths(self, spec: ModelSpec) -> ModelSpec:
         """The spec with its local folder fields resolved against the config's folder, as datasets are."""

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from bridges._config import LoadedConfig
 from bridges._errors import BenchbridgeError, FrameworkFailure
 from bridges._files import check_dir_writable, path_kind
-from bridges._parallel import default_max_parallel, run_units, scoped_environ, unit_threads
+from bridges._parallel import default_max_parallel, scoped_environ, unit_threads
 from bridges.frameworks import FRAMEWORKS, Bridge, RunContext
 from bridges.frameworks._serving import run_service
 from bridges.frameworks.processes import import_paths, log_excerpt, stopping_children_on_signals
@@ -383,14 +383,17 @@ def run(
     progress: Callable[[str], None] = lambda m: None,
     cache: bool = True,
     max_parallel: int | None = None,
+    executor: str | None = None,
 ) -> RunOutcome:
     """Runs each selected framework; each one's records are stored as soon as it ends.
 
     `cache=False` (`--no-cache`) bypasses the response cache. The cache choice and the run id are
     put in the environment, so framework subprocesses use the same cache and their counts add up.
     Frameworks run up to `max_parallel` at once (`--max-parallel`, else the config's `max_parallel`,
-    else one per core), started in config order; `outcome.frameworks` keeps that order.
+    else one per core), started in config order; `outcome.frameworks` keeps that order. `executor`
+    (`--executor`: `local`, `ray`, `ray@ADDRESS`) overrides the config's `executor:` (bridges/executors/).
     """
+    from bridges.executors import executor_settings, make_executor
     from leaderboards.store import ResultsStore
 
     run_id = new_run_id()
@@ -399,6 +402,7 @@ def run(
     check_run_paths(config)
     config.materialize_models()  # a built-in model is converted now (once), not when the config loads
     check_models(config)
+    settings = executor_settings(executor, "--executor") if executor else config.cfg.executor
     configure_cache(config.cache_path, enabled=cache and config.cfg.cache.enabled, session=run_id)
     config_hash = config.config_hash()
     bridges = make_bridges(
@@ -421,6 +425,6 @@ def run(
             raise
         store = ResultsStore(config.results_db).open()  # creates the schema now: a bad file fails here
         with stopping_children_on_signals():  # Ctrl-C/SIGTERM end the frameworks' process groups first
-            outcome.frameworks = run_units(bridges, lambda b: run_framework(b, store, run_dir, progress), parallel)
+            outcome.frameworks = make_executor(settings).run(bridges, store, run_dir, progress, parallel)
     outcome.cache = cache_report(run_id)
     return outcome

@@ -189,6 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             progress=progress,
             cache=not args.no_cache,
             max_parallel=max_parallel,
+            executor=args.executor,
         )
     lines = [f"run dir: {outcome.run_dir}", f"results: {outcome.db}"]
     if args.no_publish:
@@ -207,6 +208,27 @@ def cmd_run(args: argparse.Namespace) -> int:
         console.print(outcome.cache.line(), markup=False)  # "[/path]" would parse as a closing tag
     console.print("\n".join(lines), markup=False)
     return 0 if outcome.ok else 1
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    from bridges.collect import collect
+
+    config_name = None
+    if args.db:
+        db = Path(args.db)
+    elif args.config:
+        from bridges._config import load_config
+
+        config = load_config(args.config)
+        db, config_name = config.results_db, config.name
+    else:
+        raise BenchbridgeError("collect: give --config CONFIG (its results database) or --db PATH")
+    done = collect(args.framework, Path(args.path), db=db, model=args.model, config_name=config_name)
+    ok = sum(r.status == "ok" for r in done.records)
+    what = "collected" if done.new else "already collected (nothing stored)"
+    print(f"{what}: {args.path} as run {done.run_id}: {ok} records, {len(done.records) - ok} failed, "
+          f"{len(done.samples)} samples into {db}")
+    return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -308,11 +330,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="frameworks run at once (default: the config's max_parallel, else one per core)",
     )
+    run.add_argument(
+        "--executor",
+        metavar="KIND[@ADDRESS]",
+        help="where units run: local (threads here) or ray, ray@auto, ray@HOST:PORT (default: the config's executor)",
+    )
     run.add_argument("--no-publish", action="store_true", help="store results only; skip publishing the board")
     run.add_argument(
         "--no-cache", action="store_true", help="ask the models again: neither read nor write the response cache"
     )
     run.set_defaults(handler=cmd_run)
+
+    col = sub.add_parser("collect", help="store a native report made anywhere (by hand, on a cluster) beside our runs")
+    col.add_argument("framework", help="opencompass, lm_eval, openai_evals or alpaca_eval")
+    col.add_argument(
+        "path", help="the report: outputs/<time>/, results_<time>.json, an oaieval record log, leaderboard.csv"
+    )
+    col.add_argument("--model", help="the board name of the report's model (a one-model report)")
+    col.add_argument("--config", help="run config: its results database, and its board shows the report")
+    col.add_argument("--db", help="a results database instead of a config")
+    col.set_defaults(handler=cmd_collect)
 
     serve = sub.add_parser("serve", help="serve a model from the config behind an OpenAI-compatible API")
     serve.add_argument("config")

