@@ -15,7 +15,8 @@ Groups (the id prefix of every case) and counts, tried / clear error / accepted 
     model     32 / 32 / 0
     store     11 / 11 / 0
     serve      5 /  5 / 0
-    total    177 / 177 / 9    (plus 5 subprocess cases repeating cases above through `benchbridge`)
+    collect   12 / 12 / 0
+    total    189 / 189 / 9    (plus 5 subprocess cases repeating cases above through `benchbridge`)
 
 `test_corpus_counts` keeps these numbers honest. The serve cases `serve-host-without-key` and
 `serve-port-out-of-range` depend on `benchbridge serve` refusing them before it binds.
@@ -147,6 +148,8 @@ class Case:
 
 
 PREP = ["prepare", "c.yaml", "--out", "out"]
+COLLECT = ["collect", "--db", "r.sqlite"]
+LM_EVAL_RESULTS = json.dumps({"results": {"t": {"acc,none": 0.5}}, "lm_eval_version": "0.4.13"})
 RUN = ["run", "c.yaml", "--no-publish"]
 
 
@@ -340,6 +343,19 @@ CASES: list[Case] = [
     c("serve-port-not-a-number", config(), "--port abc", argv=["serve", "c.yaml", "--model", "keyed", "--port", "abc"]),
     c("serve-unknown-model", config(), "--model: no model named 'nobody'", argv=["serve", "c.yaml", "--model", "nobody"]),
     Case("serve-config-missing", ["serve", "c.yaml", "--model", "keyed"], "c.yaml: config file not found"),
+    # ---- collect: native reports made elsewhere (nothing stored: no results database appears) ------
+    Case("collect-wrong-framework", [*COLLECT, "opencompass", "out/results_1.json"], "a report of lm_eval, not of opencompass", {"out/results_1.json": LM_EVAL_RESULTS}),
+    Case("collect-wrong-framework-folder", [*COLLECT, "alpaca_eval", "outputs"], "a report of opencompass, not of alpaca_eval", {"outputs/20260101_000000/summary/summary_20260101_000000.csv": "dataset,version,metric,mode,m\nd,x,accuracy,gen,50.0\n"}),
+    Case("collect-lm-eval-unknown-version", [*COLLECT, "lm_eval", "results_1.json"], "lm_eval_version: an lm-eval results JSON of an unknown version ('0.3.0')", {"results_1.json": LM_EVAL_RESULTS.replace("0.4.13", "0.3.0")}),
+    Case("collect-lm-eval-no-version", [*COLLECT, "lm_eval", "results_1.json"], "unknown version (None)", {"results_1.json": LM_EVAL_RESULTS.replace(', "lm_eval_version": "0.4.13"', "")}),
+    Case("collect-lm-eval-not-json", [*COLLECT, "lm_eval", "results_1.json"], "results_1.json: not JSON", {"results_1.json": "{oops"}),
+    Case("collect-not-a-report", [*COLLECT, "lm_eval", "notes"], "notes: not a report benchbridge can read as lm_eval", {"notes/readme.txt": "hello\n"}),
+    Case("collect-missing-path", [*COLLECT, "lm_eval", "nowhere"], "nowhere: no such file or folder"),
+    Case("collect-unknown-framework", [*COLLECT, "helm", "x"], "unknown framework 'helm'"),
+    Case("collect-no-store", ["collect", "lm_eval", "results_1.json"], "give --config CONFIG", {"results_1.json": LM_EVAL_RESULTS}),
+    Case("collect-evals-unfinished", [*COLLECT, "openai_evals", "e.jsonl"], "e.jsonl: has no final_report line", {"e.jsonl": '{"spec": {"completion_fns": ["m"], "eval_name": "e.dev.v0"}}\n'}),
+    Case("collect-opencompass-unfinished", [*COLLECT, "opencompass", "outputs"], "no summary_*.csv", {"outputs/20260101_000000/summary": DIR}),
+    Case("collect-model-for-two-models", [*COLLECT, "alpaca_eval", "leaderboard.csv", "--model", "x"], "holds 2 models (a, b)", {"leaderboard.csv": ",win_rate,n_total\na,50.0,2\nb,25.0,2\n"}),
 ]
 
 
