@@ -330,7 +330,7 @@ def _row(document: dict[str, Any], part: LinePart) -> dict[str, Any]:
     }
 
 
-_ENC = json.encoder.encode_basestring  # type: ignore[attr-defined]  # a str as JSON, like JSON does (C)
+_ENC = json.encoder.encode_basestring  # a str as JSON, like JSON does (C)
 
 
 def _float(value: float) -> str:
