@@ -49,6 +49,19 @@ class PublishSettings(BaseModel):
     paper: str | None = None
     download_url: str | None = None
     organization: str = "benchbridge"  # who ran the evaluations (Every Eval Ever source_metadata)
+    # AlpacaEval's published leaderboards bundled in its package, shown apart (leaderboards/references.py)
+    reference_leaderboards: list[str] = Field(default_factory=list)
+
+    @field_validator("reference_leaderboards")
+    @classmethod
+    def _bundled(cls, names: list[str]) -> list[str]:
+        from leaderboards.references import check_names
+
+        try:
+            check_names(names, "reference_leaderboards")
+        except BenchbridgeError as exc:  # pydantic names the file, line and key
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
+        return names
 
     @field_validator("website", "github", "paper", "download_url")
     @classmethod

@@ -499,7 +499,13 @@ def script_json(data: object) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def index_html(board: Board, infos: list[DatasetInfo], generated: str, description: str | None = None) -> str:
+def index_html(
+    board: Board,
+    infos: list[DatasetInfo],
+    generated: str,
+    description: str | None = None,
+    published: Sequence[Sequence[str]] = (),
+) -> str:
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
     from markupsafe import Markup
 
@@ -563,6 +569,8 @@ def index_html(board: Board, infos: list[DatasetInfo], generated: str, descripti
         versus_key=VERSUS_NEXT,
         runs=[{k: _text(m.get(k)) for k in _RUN_FIELDS} for m in board.runs],
         datasets=[{**d.__dict__, "samples": _text(d.samples)} for d in infos],
+        # publish.reference_leaderboards (leaderboards/references.py): header row, then the rows
+        published={"header": published[0], "rows": published[1:]} if published else None,
     )
 
 
@@ -805,11 +813,18 @@ def _publish(board: Board, out: Path, datasets: Sequence[Dataset], settings: Pub
         path.write_bytes(clean(text).encode("utf-8"))  # as written: CSV keeps its CRLF
         written.append(name)
 
+    from leaderboards.references import reference_csv_rows, reference_md, reference_rows
+
+    published = reference_rows(settings.reference_leaderboards) if settings else []
     try:
         write("leaderboard.csv", leaderboard_csv(board))
         write("provenance.csv", provenance_csv(board))
-        write("leaderboard.md", leaderboard_md(board, generated))
-        write("index.html", index_html(board, infos, generated, settings.description if settings else None))
+        write("leaderboard.md", "\n".join([leaderboard_md(board, generated), *reference_md(published)]))
+        published_table = reference_csv_rows(published) if published else []
+        if published_table:  # apart from leaderboard.csv: never ranked with our rows
+            write("published_references.csv", _csv(published_table))
+        description = settings.description if settings else None
+        write("index.html", index_html(board, infos, generated, description, published_table))
         write("README_OPENCOMPASS.md", opencompass_readme(board, infos, settings, generated[:10]))
         from leaderboards.every_eval_ever import JSON, documents, instance_files, samples_by_run
 
