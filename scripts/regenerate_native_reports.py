@@ -214,7 +214,9 @@ def write_config(framework: str, work: Path) -> Path:
 
 
 def normalize(text: str, work: Path, run_id: str) -> str:
-    text = text.replace(str(work), WORK).replace(str(ROOT), PROJECT).replace(run_id, RUN_ID)
+    venv = Path(sys.prefix)  # the frameworks' own files, in tracebacks
+    text = text.replace(str(work), WORK).replace(str(venv), f"{PROJECT}/.venv").replace(str(ROOT), PROJECT)
+    text = text.replace(run_id, RUN_ID)
     for pattern, fixed in STAMPS:
         text = pattern.sub(fixed, text)
     ids: dict[str, str] = {}

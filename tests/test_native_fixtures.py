@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests._native import FIXTURES, REGEN
 
@@ -50,3 +54,13 @@ def test_no_machine_path_run_id_or_port_churns_in_the_files() -> None:
 def test_the_fixtures_stay_small() -> None:
     size = sum((FIXTURES / rel).stat().st_size for rel in MANIFEST["files"])
     assert size < 1_000_000, size
+
+
+def test_git_ignores_no_fixture_file() -> None:
+    """`.gitignore` ignores `outputs/` (run output): OpenCompass's tree under the fixtures must still be committed."""
+    root = Path(__file__).resolve().parent.parent
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = [f"tests/fixtures/native/{rel}" for rel in MANIFEST["files"]]
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=root, capture_output=True, text=True)
+    assert ignored.stdout.split() == []
