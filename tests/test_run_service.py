@@ -63,3 +63,14 @@ def test_nothing_is_loaded_while_every_answer_is_cached(tmp_path: Path, monkeypa
         again = [r.text for r in model_for(spec).generate(requests)]
     assert again == first == list(QUESTIONS.values())
     assert not loads.exists()
+
+
+def test_a_served_models_error_reaches_the_framework_as_the_models_own(tmp_path: Path) -> None:
+    spec = parse_model_spec({"name": "broken", "kind": "python", "target": "tests._evals_models:CrashOnQuestions"})
+    with run_service([spec]):
+        remote = model_for(spec)
+        assert isinstance(remote, RemoteModel)
+        assert [r.text for r in remote.generate([ChatRequest((("user", "Say OK."),))])] == ["OK"]
+        # In the framework's log as if the model ran there: `RuntimeError: <its message>`.
+        with pytest.raises(RuntimeError, match=r"^CrashOnQuestions: this model cannot answer questions$"):
+            remote.generate([ChatRequest((("user", "Why?"),))])

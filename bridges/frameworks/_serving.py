@@ -18,9 +18,11 @@ Loads are logged per run (`bridges.models._loads`): `<run dir>/model_loads.jsonl
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import os
+import re
 import secrets
 import sys
 from collections.abc import Iterator, Sequence
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bridges._parallel import scoped_environ
-from bridges.models import ChatRequest, ChatResponse, Limits, ModelSpec, OpenAISpec, get_model
+from bridges.models import ChatRequest, ChatResponse, Limits, ModelSpec, OpenAISpec, RetryableModelError, get_model
 
 ENV_URL = "BENCHBRIDGE_RUN_URL"
 ENV_KEY = "BENCHBRIDGE_RUN_KEY"  # read by name like any secret: never written to an artifact
@@ -114,9 +116,35 @@ class RemoteModel:
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
         if len(requests) <= 1:
-            return [self.client.post(r) for r in requests]
+            return [self._post(r) for r in requests]
         with ThreadPoolExecutor(min(self.concurrency, len(requests)), thread_name_prefix="served") as pool:
-            return list(pool.map(self.client.post, requests))
+            return list(pool.map(self._post, requests))
+
+    def _post(self, request: ChatRequest) -> ChatResponse:
+        try:
+            return self.client.post(request)
+        except RetryableModelError as exc:
+            raise model_error(exc) from None
+
+
+_MODEL_ERROR = re.compile(r" -> 500: model error: (?P<kind>[A-Za-z_]\w*)(?:: (?P<message>.*))?$", re.DOTALL)
+
+
+def model_error(exc: RetryableModelError) -> Exception:
+    """What the served model raised, as the framework's process would have seen it loading the model itself
+    (`RuntimeError: ...` from the model's code, in the framework's log and the stored failure); a built-in
+    exception type is raised as itself, any other as RuntimeError naming it. Other errors stay as they are."""
+    match = _MODEL_ERROR.search(str(exc))
+    if match is None:
+        return exc
+    kind, message = match["kind"], match["message"] or ""
+    builtin = getattr(builtins, kind, None)
+    if isinstance(builtin, type) and issubclass(builtin, Exception):
+        try:
+            return builtin(message)
+        except TypeError:  # a type that needs more arguments (UnicodeDecodeError): named below
+            pass
+    return RuntimeError(f"{kind}: {message}" if message else kind)
 
 
 def model_for(spec: ModelSpec) -> Generates:
