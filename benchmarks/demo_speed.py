@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -42,6 +43,8 @@ def load() -> str:
 
 
 def write_config(tmp: Path) -> Path:
+    """The demo config in `tmp` with absolute paths and its own work folder, results database and board."""
+    tmp.mkdir(parents=True, exist_ok=True)
     cfg = yaml.safe_load(DEMO.read_text(encoding="utf-8"))
     for ds in cfg["datasets"]:
         ds["path"] = str((DEMO.parent / ds["path"]).resolve())
@@ -67,10 +70,13 @@ def one_run(config: Path, cache: Path, max_parallel: int | None) -> dict:
     db = sqlite3.connect(config.parent / "results.sqlite")
     run_id = db.execute("SELECT run_id FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()[0]
     frameworks = {}
+    errors = {}
     for fw, status, manifest in db.execute("SELECT framework, status, manifest FROM runs WHERE run_id = ?", (run_id,)):
         m = json.loads(manifest)
         t0, t1 = (time.mktime(time.strptime(m[k][:19], "%Y-%m-%dT%H:%M:%S")) for k in ("started", "finished"))
         frameworks[fw] = (t1 - t0, status)
+        if m.get("error"):
+            errors[fw] = m["error"].splitlines()[0][:300]
     db.close()
     loads_file = config.parent / "runs" / run_id / "model_loads.jsonl"
     loads: dict[str, int] = {}
@@ -78,7 +84,15 @@ def one_run(config: Path, cache: Path, max_parallel: int | None) -> dict:
         for line in loads_file.read_text(encoding="utf-8").splitlines():
             entry = json.loads(line)
             loads[entry["ref"]] = loads.get(entry["ref"], 0) + 1
-    return {"wall": wall, "rc": proc.returncode, "frameworks": frameworks, "loads": loads, "stderr": proc.stderr}
+    return {
+        "wall": wall,
+        "rc": proc.returncode,
+        "frameworks": frameworks,
+        "loads": loads,
+        "stderr": proc.stderr,
+        "errors": errors,
+        "run_dir": config.parent / "runs" / run_id,
+    }
 
 
 LIMIT_CODE = r"""
@@ -131,6 +145,8 @@ def show(label: str, r: dict) -> None:
     fws = ", ".join(f"{fw} {s:.0f}s{'' if st == 'ok' else ' ' + st}" for fw, (s, st) in sorted(r["frameworks"].items()))
     loads = ", ".join(f"{Path(ref).name} x{n}" for ref, n in r["loads"].items()) or "none"
     print(f"{label:<8} {r['wall']:6.1f}s  exit {r['rc']}  [{fws}]  loads by benchbridge: {loads}", flush=True)
+    for fw, error in r["errors"].items():
+        print(f"         {fw} failed: {error} (run dir {r['run_dir']})")
     if r["rc"] not in (0, 1):
         print(r["stderr"][-3000:])
 
@@ -139,28 +155,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-parallel", type=int)
+    parser.add_argument("--keep", action="store_true", help="keep the runs' folders (printed) for a look")
+    parser.add_argument(
+        "--limit-threads", default="1", help="torch threads of the one-process limit, e.g. 1,2 (default 1)"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from bridges.models import HFSpec, materialize
 
     materialize(HFSpec(name="smollm2", path="builtin:smollm2-135m-instruct"))  # converted once, not timed
     print(f"cores {os.cpu_count()}, load average before: {load()}", flush=True)
-    with tempfile.TemporaryDirectory(prefix="demo-speed-") as tmp_name:
-        tmp = Path(tmp_name)
-        config = write_config(tmp)
+    tmp = Path(tempfile.mkdtemp(prefix="demo-speed-"))
+    try:
         colds = []
         for i in range(args.repeats):
-            cache = tmp / f"cold{i}.sqlite"
-            colds.append(one_run(config, cache, args.max_parallel))
+            # Each cold run in a folder of its own: OpenAI evals and AlpacaEval reuse finished work found in the
+            # work folder (keyed by model identity), which would make a second run in the same folder warm.
+            config = write_config(tmp / f"cold{i + 1}")
+            colds.append(one_run(config, config.parent / "responses.sqlite", args.max_parallel))
             show(f"cold {i + 1}", colds[-1])
-        warm = one_run(config, tmp / f"cold{args.repeats - 1}.sqlite", args.max_parallel)
+        # Warm: the last cold run's folder and cache again, as a user's second run.
+        warm = one_run(config, config.parent / "responses.sqlite", args.max_parallel)
         show("warm", warm)
-        # Torch threads: all cores, and 1 (on a shared machine a spinning OpenMP thread that loses its core
-        # stalls the other: seen here, 1 prompt took 16 s at 2 threads and 1.3 s at 1 under load 6).
-        limits = {t: physical_limit(config, t) for t in sorted({1, os.cpu_count() or 1})}
+        # Torch threads: 1 by default (on a shared machine a spinning OpenMP thread that loses its core stalls
+        # the other: seen here, 1 prompt took 16 s at 2 threads and 1.3 s at 1 under load 6).
+        limits = {t: physical_limit(config, t) for t in sorted({int(x) for x in args.limit_threads.split(",")})}
         for t, lim in limits.items():
             print(f"limit at {t} torch thread(s): {lim['load'] + lim['generate']:.1f}s", flush=True)
         limit = min(limits.values(), key=lambda lim: lim["load"] + lim["generate"])
+    finally:
+        if args.keep:
+            print(f"runs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     walls = [r["wall"] for r in colds]
     spread = (max(walls) - min(walls)) / min(walls) if walls else 0.0
     most = max(max(r["loads"].values(), default=0) for r in [*colds, warm])
