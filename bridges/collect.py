@@ -293,10 +293,15 @@ def _lm_eval_file(path: Path, model: str | None) -> Report:
 def read_openai_evals(path: Path, model: str | None) -> Report:
     """`oaieval` record logs (`--record_path`, or /tmp/evallogs/*.jsonl): line 1 the spec, a
     `final_report` line, the events. One record per final_report key; samples from the events."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*.jsonl") if '"spec"' in _first_line(p))
+    return evals_report(files, path, model)
+
+
+def evals_report(files: list[Path], path: Path, model: str | None) -> Report:
+    """The record logs `files` as one report: one sample row per (model, eval base) with every split's scores."""
     from bridges.frameworks.openai_evals.bridge import _metric_for, read_record_file
     from bridges.frameworks.openai_evals.samples import merge, method_samples
 
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*.jsonl") if '"spec"' in _first_line(p))
     report = Report("openai_evals", path)
     grouped: dict[tuple[str, str], dict[str, dict[int, dict[str, Any]]]] = {}
     graders: dict[tuple[str, str], str | None] = {}

@@ -50,6 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
+from bridges.frameworks.openai_evals.byo import UserRegistries
 from bridges.frameworks.openai_evals.samples import dataset_rows, merge, method_samples, sample_rows
 from bridges.frameworks.processes import child_env, run_child
 from bridges.models import ModelSpec, OpenAISpec, answer_identity
@@ -120,6 +121,9 @@ class OpenAIEvalsOptions(BaseModel):
     parallel: int = Field(2, ge=1, description="oaieval processes at once")
     threads: int | None = Field(None, ge=1, description="EVALS_THREADS; default: the models' batch/concurrency")
     eval_timeout_s: float | None = Field(None, gt=0, description="kill an oaieval process after this long")
+    # A team's own registries, run as written (byo.py): their evals, grader specs and eval sets.
+    registries: list[str] | None = Field(None, description="evals registry folders, each with evals/")
+    evals: list[str] | None = Field(None, description="evals or eval sets of `registries`; default: their sets")
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,13 @@ class OpenAIEvalsBridge(Bridge):
         self.opts = self.options
         self._secrets: list[str] = []  # values masked in oaieval's logs and records (set by `run`)
         key = f"{self.config.path}: frameworks.{self.name}"
+        self.byo: UserRegistries | None = None
+        if self.opts.registries:  # the registries' evals, instead of evals made from our datasets
+            self.byo = UserRegistries(self, key)
+            self.candidates, self.grader = self.byo.candidates, self.byo.grader
+            return
+        if self.opts.evals:
+            raise BenchbridgeError(f"{key}.evals: names evals of `registries`; list the registries they are in")
         datasets = {ds.name: ds for ds in self.config.datasets_for(self.name, KINDS)}
         if not datasets:
             raise BenchbridgeError(f"{key}: no qa or mcq datasets are configured for this framework")
@@ -247,6 +258,8 @@ class OpenAIEvalsBridge(Bridge):
 
     def prepare(self, out_dir: Path) -> list[Path]:
         out_dir = Path(out_dir)
+        if self.byo:
+            return self.byo.prepare(out_dir)
         for sub in REGISTRY_DIRS:  # a registry rewritten in place must not keep a previous config's evals
             shutil.rmtree(out_dir / sub, ignore_errors=True)
         written: list[Path] = []
@@ -357,6 +370,8 @@ class OpenAIEvalsBridge(Bridge):
         return Path(sys.executable).parent / "oaieval"
 
     def execute(self, out_dir: Path) -> None:
+        if self.byo:
+            return self.byo.execute(out_dir)
         env = self._environment()
         todo = []
         for job in self.jobs():
@@ -503,6 +518,8 @@ class OpenAIEvalsBridge(Bridge):
 
     def collect(self, out_dir: Path) -> list[Record]:
         out_dir = Path(out_dir).resolve()
+        if self.byo:
+            return self.byo.collect(out_dir)
         records: list[Record] = []
         for job in self.jobs():
             records += self._collect_job(job, out_dir)
@@ -512,6 +529,8 @@ class OpenAIEvalsBridge(Bridge):
         """Per model and dataset, one row per sample with the scores of every method whose eval
         finished (the record file of a failed eval gives none: its failed record says why)."""
         out_dir = Path(out_dir).resolve()
+        if self.byo:
+            return self.byo.collect_samples(out_dir)
         grouped: dict[tuple[str, str], dict[str, dict[int, dict[str, Any]]]] = {}
         system_prompts = {m.name: m.system_prompt for m in self.config.models}
         datasets_rows = {p.dataset.name: sample_rows([evals_sample(s) for s in p.dataset.samples]) for p in self.plans}
