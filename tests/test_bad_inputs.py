@@ -16,7 +16,8 @@ Groups (the id prefix of every case) and counts, tried / clear error / accepted 
     store     11 / 11 / 0
     serve      5 /  5 / 0
     collect   12 / 12 / 0
-    total    189 / 189 / 9    (plus 5 subprocess cases repeating cases above through `benchbridge`)
+    byo        4 /  4 / 0
+    total    193 / 193 / 9    (plus 5 subprocess cases repeating cases above through `benchbridge`)
 
 `test_corpus_counts` keeps these numbers honest. The serve cases `serve-host-without-key` and
 `serve-port-out-of-range` depend on `benchbridge serve` refusing them before it binds.
@@ -355,6 +356,11 @@ CASES: list[Case] = [
     Case("collect-no-store", ["collect", "lm_eval", "results_1.json"], "give --config CONFIG", {"results_1.json": LM_EVAL_RESULTS}),
     Case("collect-evals-unfinished", [*COLLECT, "openai_evals", "e.jsonl"], "e.jsonl: has no final_report line", {"e.jsonl": '{"spec": {"completion_fns": ["m"], "eval_name": "e.dev.v0"}}\n'}),
     Case("collect-opencompass-unfinished", [*COLLECT, "opencompass", "outputs"], "no summary_*.csv", {"outputs/20260101_000000/summary": DIR}),
+    # ---- byo: a team's own suites run as written -------------------------------------------------
+    c("byo-registry-without-evals", config(frameworks={"openai_evals": {"registries": ["reg"]}}), "frameworks.openai_evals.registries[0]: ", reg=DIR),
+    c("byo-unknown-eval", config(frameworks={"openai_evals": {"registries": ["reg"], "evals": ["e.dev.v1"]}}), "evals[0]: 'e.dev.v1' is no eval or eval set of the registries; did you mean 'e.dev.v0'?", **registry(EVAL.format("q.jsonl"))),
+    c("byo-unknown-eval-in-set", config(frameworks={"openai_evals": {"registries": ["reg"], "evals": ["s"]}}), "'nope' (in eval set 's')", **{**registry(EVAL.format("q.jsonl")), "reg/eval_sets/s.yaml": "s:\n  evals: [e, nope]\n"}),
+    c("byo-evals-without-registries", config(frameworks={"openai_evals": {"evals": ["e"]}}), "frameworks.openai_evals.evals: names evals of `registries`"),
     Case("collect-model-for-two-models", [*COLLECT, "alpaca_eval", "leaderboard.csv", "--model", "x"], "holds 2 models (a, b)", {"leaderboard.csv": ",win_rate,n_total\na,50.0,2\nb,25.0,2\n"}),
 ]
 
