@@ -52,6 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
+from bridges.frameworks.lm_eval.byo import check_task_folders
 from bridges.frameworks.lm_eval.samples import read_samples, record_metric
 from bridges.frameworks.processes import child_env, excerpt, log_excerpt, run_child
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
@@ -111,6 +112,9 @@ class Options(BaseModel):
     # imports each). It gets HF_HUB_OFFLINE/HF_DATASETS_OFFLINE=1 unless the environment sets them.
     isolation: Literal["subprocess", "in-process"] = "subprocess"
     timeout_s: float | None = Field(None, gt=0, description="per model, subprocess isolation only")
+    # A team's own task folder, run as written (byo.py): --include_path folders and the task/group names.
+    include_paths: list[str] = Field(default_factory=list, description="folders of your lm-eval task YAML")
+    tasks: list[str] = Field(default_factory=list, description="tasks or groups of include_paths to run")
 
 
 @dataclass(frozen=True)
@@ -317,7 +321,8 @@ class LMEvalBridge(Bridge):
         super().__init__(ctx)  # checks the kinds of datasets assigned to lm_eval
         self.options: Options
         self.datasets = self.config.datasets_for(self.name, KINDS)
-        if not self.datasets and not self.options.builtin_tasks:
+        self.include_paths = check_task_folders(self.config, self.options.include_paths, self.options.tasks)
+        if not self.datasets and not self.options.builtin_tasks and not self.options.tasks:
             raise BenchbridgeError(
                 f"{self.config.path}: frameworks.lm_eval: no mcq or qa dataset and no builtin_tasks to run"
             )
@@ -396,7 +401,7 @@ class LMEvalBridge(Bridge):
             for p in plans
             if p.variant == "qa" or p.needs_loglikelihood == can_score
         ]
-        return names + list(self.options.builtin_tasks)
+        return names + list(self.options.builtin_tasks) + list(self.options.tasks)
 
     def job(self, out_dir: Path, spec: ModelSpec) -> dict[str, Any]:
         native = self.natives[spec.name]
@@ -411,6 +416,7 @@ class LMEvalBridge(Bridge):
             "tasks": self.tasks_for(spec.name),
             "include_path": str(out_dir / TASKS_DIR),
             "include_defaults": bool(self.options.builtin_tasks),
+            "include_paths": [str(p) for p in self.include_paths],  # the team's task folders, searched too
             "batch_size": spec.batch_size,
             "device": self.options.device if native.model == "hf" else None,
             "limit": self.config.cfg.max_samples,
@@ -593,7 +599,7 @@ class LMEvalBridge(Bridge):
                 where.setdefault(child, (benchmark, child, None))
                 under(child, benchmark)
 
-        for name in self.options.builtin_tasks:
+        for name in [*self.options.builtin_tasks, *self.options.tasks]:
             where.setdefault(name, (name, "", None))
             under(name, name)
         return where

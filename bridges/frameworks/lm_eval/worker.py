@@ -32,7 +32,7 @@ from lm_eval.loggers import EvaluationTracker  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 from lm_eval.utils import handle_non_serializable  # noqa: E402
 
-from bridges.frameworks._serving import model_for  # noqa: E402
+from bridges.frameworks.serving import model_for  # noqa: E402
 from bridges.models import ChatRequest, as_messages, parse_model_spec  # noqa: E402
 
 PYTHON_MODEL = "benchbridge-python"
@@ -151,7 +151,9 @@ def run_job(job: dict[str, Any]) -> Path | None:
     """Runs the job; writes lm-eval's results and samples files and `skipped.json`; returns the results file."""
     output = Path(job["output_path"])
     output.parent.mkdir(parents=True, exist_ok=True)
-    manager = TaskManager(include_path=job["include_path"], include_defaults=job["include_defaults"])
+    # our task folder, then the team's own (frameworks.lm_eval.include_paths), as repeated --include_path
+    include = [job["include_path"], *job.get("include_paths", [])]
+    manager = TaskManager(include_path=include, include_defaults=job["include_defaults"])
     tasks, skipped = load_tasks(job, manager)
     (output.parent / SKIPPED_FILE).write_text(json.dumps(skipped, indent=2, ensure_ascii=False), "utf-8")
     if not tasks:
