@@ -21,10 +21,9 @@ from bridges._errors import BenchbridgeError, FrameworkFailure
 from bridges._files import check_dir_writable, path_kind
 from bridges._parallel import default_max_parallel, scoped_environ, unit_threads
 from bridges.frameworks import FRAMEWORKS, Bridge, RunContext
-from bridges.frameworks._serving import run_service
 from bridges.frameworks.processes import import_paths, log_excerpt, stopping_children_on_signals
-from bridges.models import ENV_SESSION, CacheReport, cache_report, configure_cache
-from bridges.models._loads import ENV_LOADS, LOADS_FILE
+from bridges.frameworks.serving import run_service
+from bridges.models import ENV_LOADS, ENV_SESSION, LOADS_FILE, CacheReport, cache_report, configure_cache
 from bridges.records import Record, Sample, clip_error, failure, now_iso
 from bridges.secrets import mask, scrub_tree, spec_secret_names
 
@@ -179,14 +178,13 @@ def check_models(config: LoadedConfig) -> None:
 def smoke_python_models(config: LoadedConfig, progress: Callable[[str], None]) -> None:
     """One short prompt to each `python` model before any framework starts, with a timeout: a model that
     raises or answers with the wrong type is exit 2 here, not exit 1 from deep inside a framework. Asked in
-    this process, where the run serves the model to the frameworks (`bridges.frameworks._serving`), so the
+    this process, where the run serves the model to the frameworks (`bridges.frameworks.serving`), so the
     check loads it once for the whole run. The prompt goes through the response cache, so an unchanged
     model is asked once, not once per run. Too slow (a model that loads weights) is not an error: the
     check is skipped and the run goes on."""
     import threading
 
-    from bridges.models import ChatRequest, PythonSpec, get_model
-    from bridges.models._python import SMOKE_PROMPT
+    from bridges.models import SMOKE_PROMPT, ChatRequest, PythonSpec, get_model
 
     # The check's cache lookups are not this run's: its cache report counts the frameworks' requests.
     session = os.environ.pop(ENV_SESSION, None)

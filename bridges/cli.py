@@ -177,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bridges._config import load_config
     from bridges._progress import RunProgress
     from bridges._runner import run
+    from bridges.models import LOADS_FILE, loads_by_ref
 
     console = Console(stderr=True)
     config = load_config(args.config)
@@ -206,6 +207,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         lines.append(f"page: {published.index_html}")
     if outcome.cache:
         console.print(outcome.cache.line(), markup=False)  # "[/path]" would parse as a closing tag
+    loads = loads_by_ref(outcome.run_dir / LOADS_FILE)
+    if loads:  # models the frameworks asked through benchbridge: loaded here once each, not per process
+        console.print("models loaded by benchbridge: " + ", ".join(f"{r} x{n}" for r, n in loads.items()), markup=False)
     console.print("\n".join(lines), markup=False)
     return 0 if outcome.ok else 1
 

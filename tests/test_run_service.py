@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bridges.frameworks._serving import ENV_URL, RemoteModel, model_for, run_service
 from bridges.frameworks.openai_evals.completion import BenchbridgeCompletionFn
+from bridges.frameworks.serving import ENV_URL, RemoteModel, model_for, run_service
 from bridges.models import ChatRequest, Model, parse_model_spec
 from bridges.models._loads import ENV_LOADS, loads_by_ref
 from tests.conftest import DATASETS

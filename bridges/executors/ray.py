@@ -122,7 +122,7 @@ def run_unit(job: UnitJob) -> UnitResult:
     """Runs in a Ray worker: the unit's framework on its models, in a folder of its own."""
     from bridges._runner import run_framework
     from bridges.frameworks import FRAMEWORKS, RunContext
-    from bridges.frameworks._serving import ENV_KEY, ENV_MODELS, ENV_URL, run_service
+    from bridges.frameworks.serving import ENV_KEY, ENV_MODELS, ENV_URL, run_service
     from bridges.models import response_cache
     from bridges.models._loads import ENV_LOADS, LOADS_FILE
 

@@ -20,7 +20,8 @@ from bridges.models._layer import (
     get_model,
     with_system_prompt,
 )
-from bridges.models._python import python_model, resolve_target
+from bridges.models._loads import ENV_LOADS, LOADS_FILE, loads_by_ref, read_loads
+from bridges.models._python import SMOKE_PROMPT, python_model, resolve_target
 from bridges.models._spec import (
     MODEL_KINDS,
     Generation,
@@ -35,7 +36,9 @@ from bridges.models._spec import (
 from bridges.models._types import ModelRequestRejected, ModelUnavailable, RetryableModelError
 
 __all__ = [
+    "ENV_LOADS",
     "ENV_SESSION",
+    "LOADS_FILE",
     "MODEL_KINDS",
     "CacheReport",
     "ChatRequest",
@@ -51,6 +54,7 @@ __all__ = [
     "OpenAISpec",
     "PythonSpec",
     "RetryableModelError",
+    "SMOKE_PROMPT",
     "TokenLogprob",
     "answer_identity",
     "as_messages",
@@ -60,9 +64,11 @@ __all__ = [
     "configure_cache",
     "default_cache_path",
     "get_model",
+    "loads_by_ref",
     "materialize",
     "parse_model_spec",
     "python_model",
+    "read_loads",
     "resolve_target",
     "response_cache",
     "with_system_prompt",

@@ -4,7 +4,7 @@ A registry written by `benchbridge prepare` names this class in `completion_fns/
 the model spec as its `args` (`model: {...}`; env-var names only, never secrets). `oaieval` builds
 it with an extra `registry=` keyword and calls it from up to `EVALS_THREADS` threads at once.
 
-During `benchbridge run` the model is the run's served one (`bridges.frameworks._serving.model_for`):
+During `benchbridge run` the model is the run's served one (`bridges.frameworks.serving.model_for`):
 loaded once in benchbridge's process for all the run's `oaieval` processes, each thread's prompt
 sent over loopback, where the server batches what arrives together. Run by hand from a prepared
 registry, the model loads in this process: batched backends (hf, python) then get evals' concurrent
@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from bridges._registry import import_target
-from bridges.frameworks._serving import RemoteModel, model_for
+from bridges.frameworks.serving import RemoteModel, model_for
 from bridges.models import MODEL_KINDS, ChatRequest, ChatResponse, Model, as_messages, parse_model_spec
 
 # evals' own convention for few-shot turns: role "system" with these names.

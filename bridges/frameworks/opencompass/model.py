@@ -26,7 +26,7 @@ from opencompass.runners import LocalRunner
 from opencompass.utils import get_logger, model_abbr_from_cfg
 from opencompass.utils.prompt import PromptList
 
-from bridges.frameworks._serving import model_for
+from bridges.frameworks.serving import model_for
 from bridges.models import ChatRequest, as_messages, parse_model_spec
 
 # OpenCompass prompt roles -> chat roles. SYSTEM stays a real system message (OpenCompass's HF default

@@ -29,10 +29,20 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridges._parallel import scoped_environ
-from bridges.models import ChatRequest, ChatResponse, Limits, ModelSpec, OpenAISpec, RetryableModelError, get_model
+from bridges._registry import import_target
+from bridges.models import (
+    MODEL_KINDS,
+    ChatRequest,
+    ChatResponse,
+    Limits,
+    ModelSpec,
+    OpenAISpec,
+    RetryableModelError,
+    get_model,
+)
 
 ENV_URL = "BENCHBRIDGE_RUN_URL"
 ENV_KEY = "BENCHBRIDGE_RUN_KEY"  # read by name like any secret: never written to an artifact
@@ -104,14 +114,13 @@ class RemoteModel:
     """
 
     def __init__(self, spec: ModelSpec, endpoint: RunEndpoint) -> None:
-        from bridges.models._openai import OpenAIBackend
-
         self.spec = spec
         concurrency = max(spec.batch_size, spec.limits.max_concurrency)
         # Timeouts and retries are the server's layer's: the wait here covers a whole batch's generation.
         limits = Limits(max_concurrency=concurrency, timeout_s=3600.0, max_retries=0)
         served = OpenAISpec(name=spec.name, model=spec.name, base_url=endpoint.url, api_key_env=ENV_KEY, limits=limits)
-        self.client = OpenAIBackend(served)
+        # The `openai` kind's backend alone (no layer: the server's layer caches and retries), as its client.
+        self.client: Any = import_target(MODEL_KINDS.get("openai").backend)(served)
         self.concurrency = concurrency
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
