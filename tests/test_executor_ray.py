@@ -20,7 +20,7 @@ import pytest
 
 from bridges import load_config, run
 from bridges.executors.local_cluster import LocalRayCluster
-from bridges.models._python import SMOKE_PROMPT
+from bridges.models import SMOKE_PROMPT
 from leaderboards.board import board_from_cli
 from tests.conftest import DATASETS
 

@@ -68,6 +68,7 @@ class UnitJob:
     """One unit as it travels to a worker."""
 
     framework: str
+    bridge_class: type[Bridge]  # by reference, or by value when defined in a script: a worker needs no registry
     label: str  # "<framework>" or "<framework>.<model>"
     folder: str  # its place under the run folder: "<framework>" or "<framework>/<model>"
     config: LoadedConfig  # cut to the unit's models
@@ -121,10 +122,9 @@ def _environ(values: Mapping[str, str], unset: Sequence[str]) -> Iterator[None]:
 def run_unit(job: UnitJob) -> UnitResult:
     """Runs in a Ray worker: the unit's framework on its models, in a folder of its own."""
     from bridges._runner import run_framework
-    from bridges.frameworks import FRAMEWORKS, RunContext
+    from bridges.frameworks import RunContext
     from bridges.frameworks.serving import ENV_KEY, ENV_MODELS, ENV_URL, run_service
-    from bridges.models import response_cache
-    from bridges.models._loads import ENV_LOADS, LOADS_FILE
+    from bridges.models import ENV_LOADS, LOADS_FILE, response_cache
 
     started = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="benchbridge-unit-"))
@@ -135,7 +135,7 @@ def run_unit(job: UnitJob) -> UnitResult:
     try:
         with _environ(env, unset), run_service(job.config.models, job.import_paths):
             ctx = RunContext(config=job.config, run_id=job.run_id, config_hash=job.config_hash, force=job.force)
-            bridge = FRAMEWORKS.get(job.framework)(ctx)
+            bridge = job.bridge_class(ctx)
             collected = _Collected()
             outcome = run_framework(bridge, collected, tmp)  # type: ignore[arg-type]  # add_run is all it uses
             response_cache().flush()  # this worker lives on: its counts are filed now, not at its exit
@@ -212,7 +212,7 @@ def relocate_texts(result: UnitResult, final: Path) -> None:
 
 def place_files(result: UnitResult, run_dir: Path, folder: str) -> None:
     """The unit's files into `<run dir>/<folder>/`, its model loads appended to the run's log."""
-    from bridges.models._loads import LOADS_FILE
+    from bridges.models import LOADS_FILE
 
     final = run_dir / folder
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -256,6 +256,7 @@ class RayExecutor(Executor):
                 folder = f"{bridge.name}/{models[0].name}" if split else bridge.name
                 job = UnitJob(
                     bridge.name,
+                    type(bridge),
                     label,
                     folder,
                     unit_config(config, models),
