@@ -75,6 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridges._errors import BenchbridgeError, FrameworkFailure
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
+from bridges.frameworks.opencompass.byo import check_configs, config_code, user_records
 from bridges.frameworks.opencompass.samples import dataset_samples
 from bridges.frameworks.processes import child_env, run_child
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
@@ -126,6 +127,9 @@ class OpenCompassOptions(BaseModel):
     num_gpus: int = Field(0, ge=0)
     max_out_len: int | None = Field(None, ge=1)
     timeout_s: float | None = Field(None, gt=0, description="end the run (and OpenCompass's task processes) after this")
+    # A team's own python configs, run with our models (byo.py): their datasets kept, their models replaced or kept.
+    configs: list[str] = Field(default_factory=list, description="OpenCompass python config files")
+    config_models: Literal["replace", "add"] = "replace"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -530,7 +534,8 @@ class OpenCompassBridge(Bridge):
             _Builtin(b, f"{where}.builtin_datasets[{i}]", self.config.resolve)
             for i, b in enumerate(options.builtin_datasets)
         ]
-        if not self.datasets and not self.builtins:
+        self.user_configs = check_configs(self.config, options.configs)
+        if not self.datasets and not self.builtins and not self.user_configs:
             raise BenchbridgeError(f"{where}: no mcq/qa datasets and no builtin_datasets to run")
         abbrs = [d.name for d in self.datasets] + [a for b in self.builtins for a in b.abbrs]
         dupes = sorted({a for a in abbrs if abbrs.count(a) > 1})
@@ -620,6 +625,11 @@ class OpenCompassBridge(Bridge):
             if len(b.abbrs) > 1:
                 groups.append({"name": b.benchmark, "subsets": b.abbrs})
         models = [model_config(spec, self.opts) for spec in self.models]
+        if self.user_configs:  # the team's configs: their datasets (and models with config_models: add)
+            code, user_datasets, user_models = config_code(self.user_configs, self.opts.config_models == "add")
+            builtin_code.append("\n".join(code))
+            dataset_entries += [Code(d) for d in user_datasets]
+            models += [Code(m) for m in user_models]  # type: ignore[misc]
         runner = self.runner_config()
         text = self._config_text(imports, builtin_code, dataset_entries, models, runner, groups)
         cfg_path = out_dir / self.config_file
@@ -762,6 +772,9 @@ class OpenCompassBridge(Bridge):
             for group in manifest["groups"]:
                 subsets = [r for abbr in group["subsets"] for r in by_abbr.get(abbr, []) if r.primary]
                 records += self._group_records(summary, model, group, subsets)
+        if self.user_configs:  # the team's datasets: every summary row that is not one of ours
+            ours = {ds["abbr"] for ds in manifest["datasets"]} | {g["name"] for g in manifest["groups"]}
+            records += user_records(self, work, ours)[0]
         return records
 
     def collect_samples(self, out_dir: Path) -> list[Sample]:
@@ -790,6 +803,9 @@ class OpenCompassBridge(Bridge):
                         layer_system_prompt=layered.get(model),
                         dataset_ids=ids.get(ds["abbr"]),
                     )
+        if self.user_configs:  # the team's datasets' rows
+            ours = {ds["abbr"] for ds in manifest["datasets"]} | {g["name"] for g in manifest["groups"]}
+            samples += user_records(self, work, ours)[1]
         return samples
 
     def _dataset_records(
