@@ -392,6 +392,7 @@ def run(
     (`--executor`: `local`, `ray`, `ray@ADDRESS`) overrides the config's `executor:` (bridges/executors/).
     """
     from bridges.executors import executor_settings, make_executor
+    from bridges.executors.engines import check_engines, serving_engines
     from leaderboards.store import ResultsStore
 
     run_id = new_run_id()
@@ -401,6 +402,7 @@ def run(
     config.materialize_models()  # a built-in model is converted now (once), not when the config loads
     check_models(config)
     settings = executor_settings(executor, "--executor") if executor else config.cfg.executor
+    check_engines(config.models, lambda i: config.where("models", i))  # vLLM/SGLang: package and GPU here
     configure_cache(config.cache_path, enabled=cache and config.cfg.cache.enabled, session=run_id)
     config_hash = config.config_hash()
     bridges = make_bridges(
@@ -413,9 +415,12 @@ def run(
     # Every model a framework asks through benchbridge is served from here, loaded once for the run, and
     # every load by benchbridge's processes is logged in the run folder.
     with (
+        serving_engines(config, run_dir, progress) as served,  # `serve:` models behind their engines' servers
         scoped_environ({ENV_LOADS: str(run_dir / LOADS_FILE), **unit_threads(parallel)}),
         run_service(config.models, import_paths()),
     ):
+        if served:  # the frameworks ask the engines' endpoints: bridges built again on the served specs
+            bridges = [type(b)(b.ctx) for b in bridges]
         try:
             smoke_python_models(config, progress)
         except BenchbridgeError:  # bad input: nothing stays written, the check's load log included

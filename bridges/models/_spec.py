@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bridges._errors import BenchbridgeError
 from bridges._files import MAX_NAME
 from bridges._registry import Registry
+from bridges.executors.engines import ServeSettings
 
 
 class _Strict(BaseModel):
@@ -57,6 +58,9 @@ class ModelSpec(_Strict):
     generation: Generation = Field(default_factory=Generation)
     limits: Limits = Field(default_factory=Limits)
     batch_size: int = Field(8, ge=1)
+    # Where a unit of this model may run (the ray executor's task options: num_cpus, num_gpus, memory, or a
+    # custom resource of the cluster's nodes). Not part of what the model answers, so never dumped.
+    resources: dict[str, float] | None = Field(None, exclude=True)
 
     def identity(self) -> str:
         """Stable hash of everything that changes answers (not the display name)."""
@@ -77,6 +81,8 @@ class HFSpec(ModelSpec):
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     peft_path: str | None = None
     max_seq_len: int = Field(2048, ge=16)
+    # Served by vLLM or SGLang for the run (bridges/executors/engines.py); frameworks then ask an openai spec.
+    serve: ServeSettings | None = Field(None, exclude=True)
 
 
 class OpenAISpec(ModelSpec):
