@@ -48,8 +48,11 @@ if TYPE_CHECKING:
 # The driver's variables a worker needs: the response cache's path and session, offline switches, threads.
 # Never the run's own model endpoint (a worker serves its unit's models) and never a secret.
 SHIPPED_PREFIXES = ("BENCHBRIDGE_CACHE", "BENCHBRIDGE_NO_CACHE", "HF_", "TRANSFORMERS_", "USE_TF")
-SHIPPED_NAMES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM")
-RESOURCE_KEYS = ("num_cpus", "num_gpus", "memory")  # of a model's `resources:`; any other key is a custom resource
+# BENCHBRIDGE_ENGINE_KEY: the key of the run's vLLM/SGLang servers, made for the run (not a user's secret).
+SHIPPED_NAMES = (
+    *("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TOKENIZERS_PARALLELISM"),
+    "BENCHBRIDGE_ENGINE_KEY",
+)
 
 
 def import_ray() -> Any:
