@@ -171,6 +171,26 @@ def records_table(outcome: RunOutcome) -> Table:
     return table
 
 
+def cmd_rescore(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from bridges._config import load_config
+    from bridges.scoring.rescore import rescore
+    from leaderboards.board import board_from_cli, failure_notes, rich_table
+
+    console = Console(stderr=True)
+    config = load_config(args.config)
+    outcome = rescore(config, args.scorer, progress=lambda m: console.print(m, markup=False))
+    board, _ = board_from_cli(args.config, None)
+    Console().print(rich_table(board, Console().width))
+    for note in failure_notes(board):
+        console.print(note, markup=False)
+    for skipped in outcome.skipped:
+        console.print(f"no stored answers for {skipped}: not rescored", markup=False)
+    console.print(f"rescore run {outcome.run_id}: {len(outcome.records)} records -> {outcome.db}", markup=False)
+    return 0 if outcome.ok else 1
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -293,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     imp.set_defaults(handler=cmd_datasets_import)
     val = ds_sub.add_parser("validate", help="check dataset folders; errors name file, line and key")
     val.add_argument("paths", nargs="+", help="dataset folders, or bare samples .jsonl files")
-    val.add_argument("--kind", choices=["mcq", "qa", "open", "gen", "code"], help="kind of a bare samples file (default: from line 1)")
+    val.add_argument(
+        "--kind", choices=["mcq", "qa", "open", "gen", "code"], help="kind of a bare samples file (default: from line 1)"
+    )
     val.set_defaults(handler=cmd_datasets_validate)
 
     prep = sub.add_parser("prepare", help="write each framework's native config and data, runnable by hand")
@@ -324,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     smp.add_argument("--diff-frameworks", action="store_true", help="the samples frameworks scored differently")
     smp.add_argument("--json", action="store_true", help="JSON instead of a table")
     smp.set_defaults(handler=cmd_samples)
+
+    res = sub.add_parser("rescore", help="score stored answers again with a scorer (no evaluated-model call)")
+    res.add_argument("config")
+    res.add_argument("--scorer", action="append", required=True, help="a scorer of frameworks.scoring (repeatable)")
+    res.set_defaults(handler=cmd_rescore)
 
     run = sub.add_parser("run", help="run the frameworks and store normalized results")
     run.add_argument("config")

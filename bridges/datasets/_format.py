@@ -279,7 +279,8 @@ def _kind_of(path: Path, first: dict[str, Any]) -> Kind:
         if key in first:
             return kind
     raise BenchbridgeError(
-        f"{path}: cannot tell the kind from line 1 (no choices, messages or instruction key); pass --kind mcq|qa|open|gen|code"
+        f"{path}: cannot tell the kind from line 1 (no choices, references, messages, instruction or entry_point key); "
+        "pass --kind mcq|qa|open|gen|code"
     )
 
 
