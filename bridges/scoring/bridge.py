@@ -141,22 +141,23 @@ def records_and_samples(
             continue
         version = f"{bridge.version()} {sc.identity()}"
         extra_base = {"scorer": sc.identity()}
+
+        def failed(metric: str, error: str, extra: dict[str, Any], sc: Scorer = sc, version: str = version) -> Record:
+            return failure(
+                run_id=bridge.ctx.run_id,
+                model=model,
+                framework=bridge.name,
+                framework_version=version,
+                benchmark=dataset,
+                error=f"scorer {sc.name}: {error}",
+                metric=metric,
+                judge=sc.judge(),
+                config_hash=bridge.ctx.config_hash,
+                extra=extra,
+            )
+
         if sc.name in errors:
-            for metric in sc.metrics():
-                records.append(
-                    failure(
-                        run_id=bridge.ctx.run_id,
-                        model=model,
-                        framework=bridge.name,
-                        framework_version=version,
-                        benchmark=dataset,
-                        error=f"scorer {sc.name}: {errors[sc.name]}",
-                        metric=metric.name,
-                        judge=sc.judge(),
-                        config_hash=bridge.ctx.config_hash,
-                        extra=extra_base,
-                    )
-                )
+            records += [failed(metric.name, errors[sc.name], extra_base) for metric in sc.metrics()]
             continue
         got = scores.get(sc.name, [])
         for metric in sc.metrics():
@@ -168,22 +169,11 @@ def records_and_samples(
             extra = {**extra_base, **({"n_invalid": n_invalid, "n_graded": len(values)} if sc.judge() else {})}
             if not valid:
                 first = next((s.reasoning for s in got if s.invalid and s.reasoning), "") or ""
-                records.append(
-                    failure(
-                        run_id=bridge.ctx.run_id,
-                        model=model,
-                        framework=bridge.name,
-                        framework_version=version,
-                        benchmark=dataset,
-                        metric=metric.name,
-                        judge=sc.judge(),
-                        config_hash=bridge.ctx.config_hash,
-                        extra=extra,
-                        error=f"scorer {sc.name}: no parsable verdict in {len(values)}/{len(values)} answers "
-                        f"(invalid, not 0); the rubric must ask for the format it parses. First reply: "
-                        f"{first[:300]!r}",
-                    )
+                why = (
+                    f"no parsable verdict in {len(values)}/{len(values)} answers (invalid, not 0); the rubric "
+                    f"must ask for the format it parses. First reply: {first[:300]!r}"
                 )
+                records.append(failed(metric.name, why, extra))
                 continue
             records.append(
                 bridge.record(
