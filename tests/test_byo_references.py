@@ -61,3 +61,20 @@ def test_an_unknown_leaderboard_name_is_one_line_with_did_you_mean(tmp_path: Pat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "publish.reference_leaderboards" in err and "did you mean 'chatgpt_fn'?" in err
+
+
+def test_the_documented_byo_config_loads_with_each_framework() -> None:
+    """configs/byo.yaml (the README's "Already have suites or results?") stays valid: each framework's
+    bridge accepts it and finds the team's evals, config and tasks."""
+    from bridges import load_config
+    from bridges._runner import make_bridges
+
+    config = load_config(ROOT / "configs" / "byo.yaml")
+    bridges = {b.name: b for b in make_bridges(config, None, {"run_id": "t", "config_hash": "t"})}
+    assert set(bridges) == {"openai_evals", "opencompass", "lm_eval"}
+    assert [e.name for e in bridges["openai_evals"].byo.evals] == [
+        "capitals.match",
+        "capitals.fact",
+        "capitals.fact_zh",
+    ]  # type: ignore[attr-defined]
+    assert config.cfg.publish.reference_leaderboards == ["chatgpt_fn", "weighted_alpaca_eval_gpt4_turbo"]
