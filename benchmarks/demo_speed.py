@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import sqlite3
 import subprocess
@@ -64,9 +65,12 @@ def one_run(config: Path, cache: Path, max_parallel: int | None) -> dict:
     if max_parallel:
         cmd += ["--max-parallel", str(max_parallel)]
     env = {**os.environ, **ENV, "BENCHBRIDGE_CACHE": str(cache)}
-    started = time.monotonic()
+    started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False, cwd=ROOT)
-    wall = time.monotonic() - started
+    wall, after = time.monotonic() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU of the whole process tree (every framework process is waited for): what the machine's load does
+    # not change, so runs on a busy machine can still be compared.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     db = sqlite3.connect(config.parent / "results.sqlite")
     run_id = db.execute("SELECT run_id FROM runs ORDER BY rowid DESC LIMIT 1").fetchone()[0]
     frameworks = {}
@@ -86,6 +90,7 @@ def one_run(config: Path, cache: Path, max_parallel: int | None) -> dict:
             loads[entry["ref"]] = loads.get(entry["ref"], 0) + 1
     return {
         "wall": wall,
+        "cpu": cpu,
         "rc": proc.returncode,
         "frameworks": frameworks,
         "loads": loads,
@@ -144,7 +149,8 @@ def physical_limit(config: Path, threads: int) -> dict:
 def show(label: str, r: dict) -> None:
     fws = ", ".join(f"{fw} {s:.0f}s{'' if st == 'ok' else ' ' + st}" for fw, (s, st) in sorted(r["frameworks"].items()))
     loads = ", ".join(f"{Path(ref).name} x{n}" for ref, n in r["loads"].items()) or "none"
-    print(f"{label:<8} {r['wall']:6.1f}s  exit {r['rc']}  [{fws}]  loads by benchbridge: {loads}", flush=True)
+    head = f"{label:<8} {r['wall']:6.1f}s  cpu {r['cpu']:6.1f}s  exit {r['rc']}"
+    print(f"{head}  [{fws}]  loads by benchbridge: {loads}", flush=True)
     for fw, error in r["errors"].items():
         print(f"         {fw} failed: {error} (run dir {r['run_dir']})")
     if r["rc"] not in (0, 1):
