@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -101,6 +101,8 @@ class RunConfig(BaseModel):
     max_parallel: int | None = Field(None, ge=1)
     # Where units run: local threads, or tasks on a Ray cluster (`--executor` overrides; bridges/executors/).
     executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    # How canonical datasets reach the model (bridges/frameworks/parity.py); `frameworks.<fw>.prompt_mode` overrides.
+    prompt_mode: Literal["parity", "native"] = "parity"
 
     @field_validator("models")
     @classmethod
@@ -218,8 +220,19 @@ class LoadedConfig:
             h.update(ds.content_hash.encode())
         return h.hexdigest()[:16]
 
+    def prompt_mode(self, framework: str) -> Literal["parity", "native"]:
+        """`frameworks.<framework>.prompt_mode`, else the config's `prompt_mode` (default parity)."""
+        mode = (self.cfg.frameworks.get(framework) or {}).get("prompt_mode", self.cfg.prompt_mode)
+        if mode not in ("parity", "native"):
+            at = self.where("frameworks", framework, "prompt_mode")
+            raise BenchbridgeError(
+                f"{at}: frameworks.{framework}.prompt_mode: {mode!r} is not a prompt mode; write parity or native"
+            )
+        return mode  # type: ignore[no-any-return]
+
     def framework_options(self, framework: str, options_model: type[BaseModel]) -> BaseModel:
-        raw = self.cfg.frameworks.get(framework) or {}
+        # prompt_mode is every framework's key (read by prompt_mode()), not one framework's option.
+        raw = {k: v for k, v in (self.cfg.frameworks.get(framework) or {}).items() if k != "prompt_mode"}
         try:
             return options_model.model_validate(raw)
         except ValidationError as exc:

@@ -311,12 +311,22 @@ def manifest(config: LoadedConfig, bridge: Bridge, run_id: str, started: str, st
         "models": [m.public_dict() for m in config.models],
         "packages": package_versions((bridge.distribution,)),
         "seed": config.cfg.seed,
+        "prompt_mode": config.prompt_mode(bridge.name),  # of canonical datasets; built-in ones are native
         "git_commit": git_commit(),
         "started": started,
         "finished": now_iso(),
         "status": status,
         "error": error,
     }
+
+
+def mark_prompt_mode(records: list[Record], config: LoadedConfig, framework: str) -> None:
+    """Each record says which prompt mode produced it: the config's for canonical datasets, `native` for a
+    framework's built-in benchmarks (their prompts are the framework's own in either mode)."""
+    mode = config.prompt_mode(framework)
+    canonical = {ds.name for ds in config.datasets}
+    for r in records:
+        r.extra.setdefault("prompt_mode", mode if r.benchmark in canonical else "native")
 
 
 def run_framework(
@@ -340,6 +350,7 @@ def run_framework(
         records = bridge.run(run_dir / bridge.name)
         # Read after the run, stored with its records in one transaction (a parse error is this framework's failure).
         samples = bridge.collect_samples(run_dir / bridge.name)
+        mark_prompt_mode(records, config, bridge.name)
     except FrameworkFailure as exc:
         error = f"{exc}\n{exc.log_excerpt}".strip()
     except BenchbridgeError as exc:  # found while running: this framework's failure, not bad input

@@ -35,6 +35,8 @@ def config(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     cfg = {
         "name": "diff",
+        # native: each framework's own prompt (the mcq difference below); parity: tests/test_parity.py
+        "prompt_mode": "native",
         "work_dir": str(folder / "runs"),
         "models": [model],
         "datasets": [{"path": p} for p in paths],

@@ -309,7 +309,8 @@ def test_model_kinds_map_to_lm_eval_models(tmp_path: Path) -> None:
         {"name": "comp-notok", "kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"},
         {"name": "py", "kind": "python", "target": "bridges.testing:AnswerKeyModel", "args": {"datasets": []}},
     ]
-    bridge = bridge_for(tmp_path, models, {"completions_models": ["comp", "comp-notok"]})
+    # native: lm-eval's own API classes (parity sends every model through the model layer: tests/test_parity.py)
+    bridge = bridge_for(tmp_path, models, {"completions_models": ["comp", "comp-notok"]}, prompt_mode="native")
     chat, comp, notok, py = (bridge.natives[m["name"]] for m in models)
     assert (chat.model, chat.model_args["base_url"], chat.can_score) == (
         "local-chat-completions",

@@ -317,6 +317,7 @@ def test_openai_key_stays_in_the_environment_and_slurm_options_pass_through(
         max_num_workers=4,
         builtin_datasets=[{"name": "ceval_gen", "data_dir": str(CEVAL), "subjects": SUBJECTS[:1], "shots": 2}],
     )
+    config["prompt_mode"] = "native"  # OpenCompass's own OpenAISDK class (parity asks through the model layer)
     config["models"].append(
         {
             "name": "endpoint",
@@ -395,8 +396,10 @@ def unknown_subject(tmp_path: Path) -> tuple[dict, str]:
 
 
 def openai_without_tokenizer(tmp_path: Path) -> tuple[dict, str]:
-    """Offline, OpenAISDK without a tokenizer_path fails inside the run on a tiktoken download."""
+    """Offline, OpenAISDK without a tokenizer_path fails inside the run on a tiktoken download (native mode:
+    in parity mode the model layer asks the endpoint, not OpenAISDK)."""
     config = base_config(tmp_path)
+    config["prompt_mode"] = "native"
     config["models"].append({"name": "api", "kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1"})
     return config, "models[1].tokenizer_path: required for openai model api in OpenCompass"
 

@@ -107,6 +107,21 @@ def shared_weights(spec: HFSpec) -> _Weights:
         return _WEIGHTS[key]
 
 
+# A JSONL file that gets every prompt an hf model generates from, as rendered (chat template applied) and as
+# token ids: what the model actually received, to check prompt parity across frameworks.
+PROMPT_LOG_ENV = "BENCHBRIDGE_PROMPT_LOG"
+_PROMPT_LOG_LOCK = threading.Lock()
+
+
+def _log_prompts(path: Path, model: str, prompts: list[str], enc: Any) -> None:
+    lines = []
+    for i, prompt in enumerate(prompts):
+        ids = [int(t) for t, keep in zip(enc["input_ids"][i], enc["attention_mask"][i], strict=True) if int(keep)]
+        lines.append(json.dumps({"model": model, "prompt": prompt, "input_ids": ids}, ensure_ascii=False) + "\n")
+    with _PROMPT_LOG_LOCK, path.open("a", encoding="utf-8") as fh:
+        fh.write("".join(lines))
+
+
 class HFBackend:
     batched = True
 
@@ -161,6 +176,8 @@ class HFBackend:
                 return_dict_in_generate=True,
             )
         prompt_len = enc["input_ids"].shape[1]
+        if log := os.environ.get(PROMPT_LOG_ENV):
+            _log_prompts(Path(log), self.spec.name, prompts, enc)
         responses = []
         for i, req in enumerate(requests):
             ids = out.sequences[i, prompt_len:]

@@ -202,6 +202,15 @@ def _openai(spec: OpenAISpec, options: Options) -> NativeModel:
     )
 
 
+def _parity_model(spec: ModelSpec, options: Options) -> NativeModel:
+    """prompt_mode parity: every kind through the model layer; an hf folder is still checked up front."""
+    if isinstance(spec, HFSpec):
+        from bridges.models import check_local_path
+
+        check_local_path(spec.path, f"model {spec.name}: path")
+    return _through_layer(spec, options)
+
+
 def _through_layer(spec: ModelSpec, options: Options) -> NativeModel:
     # The model layer applies spec.system_prompt itself (before any system turn of the sample).
     return NativeModel(PYTHON_LM, {"spec": json.dumps(spec.public_dict())}, can_score=False, apply_chat_template=True)
@@ -334,10 +343,16 @@ class LMEvalBridge(Bridge):
                     f"{model_name} is not an openai model"
                 )
         self.plans = {ds.name: plan_dataset(ds) for ds in self.datasets}
-        self.natives = {m.name: native_model(m, self.options) for m in self.config.models}
+        # Parity (bridges/frameworks/parity.py): every model through the model layer, which merges its system
+        # prompt and applies one chat template; lm-eval's own HF/OpenAI classes only in native mode.
+        self.parity = self.config.prompt_mode(self.name) == "parity"
+        to_native = _parity_model if self.parity else native_model
+        self.natives = {m.name: to_native(m, self.options) for m in self.config.models}
 
     # ---------------------------------------------------------------- prepare
     def _fewshot_count(self, available: int) -> int:
+        if self.parity:
+            return available  # the canonical conversation has every few-shot row of the dataset (of the subject)
         wanted = 5 if self.options.num_fewshot is None else self.options.num_fewshot
         return min(wanted, available)
 
@@ -554,7 +569,13 @@ class LMEvalBridge(Bridge):
     def _served_openai_models(self) -> Iterator[None]:
         """While open, `openai` models (but loglikelihood scorers, see the module docstring) ask a loopback
         endpoint serving their spec, so each call goes through the model layer and then the upstream."""
-        specs = [s for s in self.config.models if isinstance(s, OpenAISpec) and not self.natives[s.name].can_score]
+        specs = [
+            s
+            for s in self.config.models
+            if isinstance(s, OpenAISpec)
+            and self.natives[s.name].model != PYTHON_LM
+            and not self.natives[s.name].can_score
+        ]
         if not specs:
             yield
             return
@@ -565,7 +586,9 @@ class LMEvalBridge(Bridge):
             with serving(specs, api_key=SERVED_API_KEY) as url:
                 for spec in specs:
                     native = native_model(spec.model_copy(update={"base_url": url, "model": spec.name}), self.options)
-                    self.natives[spec.name] = replace(native, env={}, env_values={"OPENAI_API_KEY": SERVED_API_KEY})
+                    # The served layer merges the system prompt: lm-eval's system_instruction would add it twice.
+                    served = {"env": {}, "env_values": {"OPENAI_API_KEY": SERVED_API_KEY}, "system_instruction": None}
+                    self.natives[spec.name] = replace(native, **served)
                 yield
         finally:
             self.natives = upstream_natives
@@ -706,9 +729,15 @@ class LMEvalBridge(Bridge):
                     benchmark=benchmark,
                     subset=subset,
                     metrics=metrics,
-                    layer_system_prompt=spec.system_prompt if self.natives[spec.name].model == PYTHON_LM else None,
+                    layer_system_prompt=spec.system_prompt if self._layered(spec) else None,
                 )
         return samples
+
+    def _layered(self, spec: ModelSpec) -> bool:
+        """Whether the model layer added the spec's system prompt (not lm-eval): our python LM, and an openai
+        model served through the layer during the run (a loglikelihood scorer calls its upstream itself)."""
+        native = self.natives[spec.name]
+        return native.model == PYTHON_LM or (isinstance(spec, OpenAISpec) and not native.can_score)
 
     @staticmethod
     def _failure_reason(folder: Path, name: str) -> str:

@@ -52,6 +52,7 @@ from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
 from bridges.frameworks.openai_evals.byo import UserRegistries
 from bridges.frameworks.openai_evals.samples import dataset_rows, merge, method_samples, sample_rows
+from bridges.frameworks.parity import conversation
 from bridges.frameworks.processes import child_env, run_child
 from bridges.models import ModelSpec, OpenAISpec, answer_identity
 from bridges.records import Record, Sample
@@ -267,8 +268,9 @@ class OpenAIEvalsBridge(Bridge):
             path = out_dir / "data" / ds.name / "samples.jsonl"
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w", encoding="utf-8") as fh:
+                parity = ds if self.config.prompt_mode(self.name) == "parity" else None
                 for sample in ds.samples:
-                    fh.write(json.dumps(evals_sample(sample), ensure_ascii=False) + "\n")
+                    fh.write(json.dumps(evals_sample(sample, parity), ensure_ascii=False) + "\n")
             written.append(path)
             entries = {
                 p.name: {"class": p.method.eval_class, "args": p.method.eval_args(f"{ds.name}/samples.jsonl")}
@@ -614,8 +616,11 @@ def _check_method(method: str, key: str) -> None:
         raise BenchbridgeError(f"{key}: unknown scoring method {method!r}; known: {', '.join(METHODS)}")
 
 
-def evals_sample(sample: QaSample | McqSample | Any) -> dict[str, Any]:
-    """A canonical sample as an evals sample: ``{"input": [chat], "ideal": str | [str], "id"}``."""
+def evals_sample(sample: QaSample | McqSample | Any, parity: Dataset | None = None) -> dict[str, Any]:
+    """A canonical sample as an evals sample: ``{"input": [chat], "ideal": str | [str], "id"}``; with
+    `parity` (the sample's dataset) the input is its canonical conversation (`bridges.frameworks.parity`)."""
+    if parity is not None and isinstance(sample, QaSample | McqSample):
+        return {"input": conversation(parity, sample), "ideal": _ideal(sample), "id": sample.id}
     if isinstance(sample, QaSample):
         answers = sample.answers
         ideal: str | list[str] = answers[0] if len(answers) == 1 else list(answers)
@@ -625,6 +630,12 @@ def evals_sample(sample: QaSample | McqSample | Any) -> dict[str, Any]:
         text = f"{sample.question}\n\n{options}\n\n{MCQ_INSTRUCTION}"
         return {"input": [{"role": "user", "content": text}], "ideal": sample.answer, "id": sample.id}
     raise TypeError(f"OpenAI evals takes qa and mcq samples, not {type(sample).__name__}")
+
+
+def _ideal(sample: QaSample | McqSample) -> str | list[str]:
+    if isinstance(sample, McqSample):
+        return sample.answer
+    return sample.answers[0] if len(sample.answers) == 1 else list(sample.answers)
 
 
 @dataclass

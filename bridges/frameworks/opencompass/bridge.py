@@ -77,6 +77,7 @@ from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
 from bridges.frameworks.opencompass.byo import check_configs, config_code, user_records
 from bridges.frameworks.opencompass.samples import dataset_samples
+from bridges.frameworks.parity import parity_row, same_shot_count
 from bridges.frameworks.processes import child_env, run_child
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
 from bridges.records import Record, Sample, clip_error
@@ -340,6 +341,39 @@ def qa_dataset(ds: Dataset, path: Code, max_samples: int | None) -> dict[str, An
     }
 
 
+def parity_dataset(ds: Dataset, path: Code, max_samples: int | None, n_shots: int) -> dict[str, Any]:
+    """prompt_mode parity: the canonical conversation (`bridges.frameworks.parity`) as the template: the
+    dataset's system turn, few-shot HUMAN/BOT turns from the row's q<i>/a<i> columns, the question. Scoring
+    stays OpenCompass's own: mcq as its custom mcq datasets (OptionSimAccEvaluator), qa by EMEvaluator."""
+    template: dict[str, Any] = {}
+    if any(isinstance(s, QaSample) and s.system for s in ds.samples):
+        template["begin"] = [{"role": "SYSTEM", "fallback_role": "HUMAN", "prompt": "{system}"}]
+    turns: list[dict[str, str]] = []
+    for i in range(n_shots):
+        turns += [{"role": "HUMAN", "prompt": f"{{q{i}}}"}, {"role": "BOT", "prompt": f"{{a{i}}}"}]
+    template["round"] = [*turns, {"role": "HUMAN", "prompt": "{question}"}, {"role": "BOT", "prompt": "{answer}"}]
+    columns = ["id", "system", *(f"{c}{i}" for i in range(n_shots) for c in "qa"), "question"]
+    if ds.kind == "mcq":
+        width = max(len(s.choices) for s in ds.samples if isinstance(s, McqSample))
+        letters = [chr(ord("A") + i) for i in range(width)]
+        evaluator = {"type": "opencompass.datasets.custom.OptionSimAccEvaluator", "options": letters}
+        columns += letters
+    else:
+        evaluator = {"type": "opencompass.openicl.icl_evaluator.EMEvaluator"}
+    return {
+        "abbr": ds.name,
+        "type": "opencompass.datasets.CustomDataset",
+        "path": path,
+        "reader_cfg": {"input_columns": columns, "output_column": "answer", **_test_range(max_samples)},
+        "infer_cfg": {
+            "prompt_template": {"type": "opencompass.openicl.icl_prompt_template.PromptTemplate", "template": template},
+            "retriever": {"type": "opencompass.openicl.icl_retriever.ZeroRetriever"},
+            "inferencer": {"type": "opencompass.openicl.icl_inferencer.GenInferencer"},
+        },
+        "eval_cfg": {"evaluator": evaluator, "pred_role": "BOT"},
+    }
+
+
 DATASET_CONFIGS: dict[str, Callable[[Dataset, Code, int | None], dict[str, Any]]] = {
     "mcq": mcq_dataset,
     "qa": qa_dataset,
@@ -467,7 +501,9 @@ def served_view(spec: OpenAISpec, base_url: str) -> OpenAISpec:
     """The spec as OpenAISDK sees it during `run`: the served endpoint and name, and no rate limit of its
     own (the layer behind the endpoint paces the upstream; a warm cache needs no pacing)."""
     limits = spec.limits.model_copy(update={"requests_per_minute": None})
-    return spec.model_copy(update={"base_url": base_url, "model": spec.name, "limits": limits})
+    # The served layer merges the system prompt: a meta template `begin` would add it a second time.
+    update = {"base_url": base_url, "model": spec.name, "limits": limits, "system_prompt": None}
+    return spec.model_copy(update=update)
 
 
 def layer_model(spec: ModelSpec, options: OpenCompassOptions) -> dict[str, Any]:
@@ -543,7 +579,8 @@ class OpenCompassBridge(Bridge):
             raise BenchbridgeError(f"{where}: dataset abbr(s) used twice: {', '.join(dupes)}")
         self.models = [localized(spec, f"{self.config.path}: models[{i}]") for i, spec in enumerate(self.config.models)]
         for i, spec in enumerate(self.models):
-            if isinstance(spec, OpenAISpec) and not spec.tokenizer_path:
+            native = self.config.prompt_mode(self.name) == "native"  # parity asks the model layer, no tokenizer
+            if isinstance(spec, OpenAISpec) and not spec.tokenizer_path and native:
                 # Without it OpenAISDK downloads a tiktoken file to count tokens: offline, a bare ConnectionError.
                 raise BenchbridgeError(
                     f"{self.config.path}: models[{i}].tokenizer_path: required for openai model {spec.name} in "
@@ -561,6 +598,8 @@ class OpenCompassBridge(Bridge):
         if options.runner == "dlc" and "aliyun_cfg" not in options.runner_options:
             raise BenchbridgeError(f"{where}.runner_options.aliyun_cfg: required by the dlc runner")
         self.config_file = f"eval_{self.config.name}.py"
+        self.parity = self.config.prompt_mode(self.name) == "parity"
+        self.shots = {ds.name: same_shot_count(ds) for ds in self.datasets} if self.parity else {}
 
     # -- prepare ------------------------------------------------------------------------------------
 
@@ -586,14 +625,24 @@ class OpenCompassBridge(Bridge):
         dataset_entries: list[Any] = []
         manifest_datasets = []
         for ds in self.datasets:
-            rows = ROW_WRITERS[ds.kind](ds)
+            if self.parity:
+                n = self.shots[ds.name]
+                rows = [parity_row(ds, s, n) for s in ds.samples if isinstance(s, McqSample | QaSample)]
+                if ds.kind == "mcq":  # every row has every option column (fewer choices: empty)
+                    width = max(len(s.choices) for s in ds.samples if isinstance(s, McqSample))
+                    rows = [{chr(ord("A") + i): "" for i in range(width)} | row for row in rows]
+            else:
+                rows = ROW_WRITERS[ds.kind](ds)
             path = data_dir / f"{ds.name}.jsonl"
             with path.open("w", encoding="utf-8") as fh:
                 for row in rows:
                     fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             written.append(path)
             expr = Code(f"osp.join(_here, {DATA_DIR!r}, {path.name!r})")
-            dataset_entries.append(DATASET_CONFIGS[ds.kind](ds, expr, max_samples))
+            if self.parity:
+                dataset_entries.append(parity_dataset(ds, expr, max_samples, self.shots[ds.name]))
+            else:
+                dataset_entries.append(DATASET_CONFIGS[ds.kind](ds, expr, max_samples))
             manifest_datasets.append(
                 {"abbr": ds.name, "benchmark": ds.name, "subset": "", "metric": KIND_METRIC[ds.kind]}
             )
@@ -624,7 +673,8 @@ class OpenCompassBridge(Bridge):
                 )
             if len(b.abbrs) > 1:
                 groups.append({"name": b.benchmark, "subsets": b.abbrs})
-        models = [model_config(spec, self.opts) for spec in self.models]
+        # Parity: every model through the model layer, which merges its system prompt and applies one chat template.
+        models = [(layer_model if self.parity else model_config)(spec, self.opts) for spec in self.models]
         if self.user_configs:  # the team's configs: their datasets (and models with config_models: add)
             code, user_datasets, user_models = config_code(self.user_configs, self.opts.config_models == "add")
             builtin_code.append("\n".join(code))
@@ -785,7 +835,12 @@ class OpenCompassBridge(Bridge):
         summary = read_summary(work)
         samples: list[Sample] = []
         # Models OpenCompass calls through our layer (not its own HF/OpenAI classes) get its system prompt there.
-        layered = {s.name: s.system_prompt for s in self.models if s.kind not in MODEL_CONFIGS}
+        # An openai model is served through the layer during a run (served_view), so its layer adds it too.
+        layered = {
+            s.name: s.system_prompt
+            for s in self.models
+            if self.parity or s.kind not in MODEL_CONFIGS or isinstance(s, OpenAISpec)
+        }
         ids = {ds.name: [s.id for s in ds.samples] for ds in self.datasets}
         for model in manifest["models"]:
             for ds in manifest["datasets"]:
