@@ -252,8 +252,8 @@ class UserRegistries:
         samples: list[Sample] = []
         for model, files in finished.items():  # one row per sample with every eval's scores
             for s in evals_report(files, out_dir, model).samples:
-                judge = s.judge.model_copy(update={"model": self.grader.name}) if s.judge and self.grader else s.judge
-                samples.append(s.model_copy(update={"run_id": bridge.ctx.run_id, "judge": judge}))
+                graded = s.judge.model_copy(update={"model": self.grader.name}) if s.judge and self.grader else s.judge
+                samples.append(s.model_copy(update={"run_id": bridge.ctx.run_id, "judge": graded}))
         return records, samples
 
     def collect(self, out_dir: Path) -> list[Record]:
