@@ -145,3 +145,27 @@ def test_seed_registry_through_run_equals_oaievalset_by_hand(tmp_path: Path) -> 
     assert len(samples) == 4  # one row per sample with every eval's scores
     assert sorted(s.scores["match_accuracy"] for s in samples) == [0.0, 0.0, 1.0, 1.0]
     assert sum(s.invalid for s in samples) == 1
+
+
+@pytest.mark.framework
+def test_an_imported_registry_keeps_its_evals(tmp_path: Path) -> None:
+    """`datasets import --from openai-evals REGISTRY` then a run: the registry's match and fact evals with
+    its own grader spec run, not benchbridge's default match/includes/fuzzy_match."""
+    reg = seed_registry(tmp_path, f"det-{uuid.uuid4().hex[:8]}")
+    assert main(["datasets", "import", "--from", "openai-evals", str(reg), "--out", str(tmp_path / "datasets")]) == 0
+    config = tmp_path / "imported.yaml"
+    config.write_text(
+        "name: imported\nwork_dir: work\nmodels:\n"
+        "  - {name: det, kind: python, target: tests._byo_models:Deterministic}\n"
+        "  - {name: judge, kind: python, target: tests._byo_models:Deterministic}\n"
+        "datasets:\n  - path: datasets/capitals\n"
+        "frameworks:\n  openai_evals:\n    grader: judge\n",
+        encoding="utf-8",
+    )
+    assert main(["run", str(config), "--no-publish"]) == 0
+    got = {(r.benchmark, r.metric): r.value for r in ResultsStore(tmp_path / "work" / "results.sqlite").records()}
+    assert got[("capitals", "match_accuracy")] == 0.5
+    assert {m: v for (_, m), v in got.items() if m.startswith("fact_zh_count_")} == {
+        "fact_zh_count_C": 2, "fact_zh_count_D": 1, "fact_zh_count_invalid": 1
+    }  # fmt: skip
+    assert not any(m.startswith(("includes_", "fuzzy_match_")) for _, m in got)  # our defaults did not run

@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
-from bridges.frameworks.openai_evals.byo import UserRegistries
+from bridges.frameworks.openai_evals.byo import UserRegistries, imported_registries
 from bridges.frameworks.openai_evals.samples import dataset_rows, merge, method_samples, sample_rows
 from bridges.frameworks.parity import conversation
 from bridges.frameworks.processes import child_env, run_child
@@ -183,6 +183,11 @@ class OpenAIEvalsBridge(Bridge):
         datasets = {ds.name: ds for ds in self.config.datasets_for(self.name, KINDS)}
         if not datasets:
             raise BenchbridgeError(f"{key}: no qa or mcq datasets are configured for this framework")
+        imported = imported_registries(list(datasets.values()), self.opts)
+        if imported:  # datasets imported from a registry still there: its own evals and grader specs run
+            self.byo = UserRegistries(self, key, imported)
+            self.candidates, self.grader = self.byo.candidates, self.byo.grader
+            return
         for i, method in enumerate(self.opts.methods or []):
             _check_method(method, f"{key}.methods[{i}]")
         for ds_name, methods in self.opts.datasets.items():

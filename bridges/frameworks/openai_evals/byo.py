@@ -13,6 +13,7 @@ reader of evals record logs (benchmark = the eval's base name, metric = `<split>
 from __future__ import annotations
 
 import difflib
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from bridges._errors import BenchbridgeError
+from bridges.datasets import Dataset
 from bridges.models import ModelSpec
 from bridges.records import Record, Sample, failure
 
@@ -124,12 +126,19 @@ class ByoJob:
 class UserRegistries:
     """What the bridge does when `registries` is set: plan, prepare, execute and collect their evals."""
 
-    def __init__(self, bridge: OpenAIEvalsBridge, key: str) -> None:
+    def __init__(
+        self,
+        bridge: OpenAIEvalsBridge,
+        key: str,
+        imported: tuple[list[Path], list[str], dict[str, str]] | None = None,
+    ) -> None:
         self.bridge = bridge
         opts = bridge.opts
-        self.paths = [bridge.config.resolve(p) for p in opts.registries or []]
+        # `imported`: the registries datasets were imported from, their evals and eval -> dataset name
+        self.paths = imported[0] if imported else [bridge.config.resolve(p) for p in opts.registries or []]
+        self.benchmarks = imported[2] if imported else {}
         evals, sets = read_registries(self.paths, key)
-        self.evals = pick_evals(opts.evals, evals, sets, key)
+        self.evals = pick_evals(imported[1] if imported else opts.evals, evals, sets, key)
         self.grader = bridge.config.model(opts.grader, f"frameworks.{bridge.name}.grader") if opts.grader else None
         graded = [e.name for e in self.evals if e.model_graded]
         if graded and self.grader is None:
@@ -235,7 +244,7 @@ class UserRegistries:
                         model=job.model.name,
                         framework=bridge.name,
                         framework_version=bridge.version(),
-                        benchmark=job.eval.name.split(".")[0],
+                        benchmark=self.benchmarks.get(job.eval.name, job.eval.name.split(".")[0]),
                         error=error,
                         judge=job.grader.name if job.grader else None,
                         config_hash=bridge.ctx.config_hash,
@@ -247,13 +256,16 @@ class UserRegistries:
             judge = job.grader.name if job.grader else None
             for fields in report.records:
                 extra = {**fields.get("extra", {}), "registry": str(job.eval.registry)}
-                records.append(bridge.record(**{**fields, "judge": judge, "extra": extra}))
+                benchmark = self.benchmarks.get(job.eval.name, fields["benchmark"])
+                records.append(bridge.record(**{**fields, "benchmark": benchmark, "judge": judge, "extra": extra}))
             finished.setdefault(job.model.name, []).append(record)
         samples: list[Sample] = []
         for model, files in finished.items():  # one row per sample with every eval's scores
             for s in evals_report(files, out_dir, model).samples:
                 graded = s.judge.model_copy(update={"model": self.grader.name}) if s.judge and self.grader else s.judge
-                samples.append(s.model_copy(update={"run_id": bridge.ctx.run_id, "judge": graded}))
+                benchmark = next((d for e, d in self.benchmarks.items() if e.split(".")[0] == s.benchmark), s.benchmark)
+                update = {"run_id": bridge.ctx.run_id, "judge": graded, "benchmark": benchmark}
+                samples.append(s.model_copy(update=update))
         return records, samples
 
     def collect(self, out_dir: Path) -> list[Record]:
@@ -261,3 +273,29 @@ class UserRegistries:
 
     def collect_samples(self, out_dir: Path) -> list[Sample]:
         return self._read(out_dir)[1]
+
+
+_IMPORTED = re.compile(r"^OpenAI evals registry (.+): data/(.+)$")  # the card source the importer writes
+
+
+def imported_registries(datasets: list[Dataset], opts: Any) -> tuple[list[Path], list[str], dict[str, str]] | None:
+    """An imported registry keeps its evals: when every dataset came from `datasets import --from
+    openai-evals REGISTRY` (card source and `openai-evals:eval=` tags), that registry is still there and
+    the config names no methods, the registries' own evals run (their classes and grader specs)."""
+    if opts.methods is not None or opts.datasets:
+        return None
+    paths: list[Path] = []
+    names: list[str] = []
+    benchmarks: dict[str, str] = {}
+    for ds in datasets:
+        found = _IMPORTED.match(ds.card.source)
+        evals = [t.split("=", 1)[1] for t in ds.card.tags if t.startswith("openai-evals:eval=")]
+        if not found or not evals or not (Path(found.group(1)) / "evals").is_dir():
+            return None
+        root = Path(found.group(1))
+        if root not in paths:
+            paths.append(root)
+        for name in evals:
+            names.append(name)
+            benchmarks[name] = ds.name
+    return (paths, names, benchmarks) if paths else None
