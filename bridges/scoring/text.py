@@ -30,14 +30,14 @@ class ChineseAwareTokenizer:
     name = "jieba for CJK text, rouge-score default otherwise"
 
     def __init__(self) -> None:
-        from rouge_score.tokenizers import DefaultTokenizer
+        from rouge_score.tokenizers import DefaultTokenizer  # type: ignore[import-untyped]
 
         self._default = DefaultTokenizer(use_stemmer=False)
 
     def tokenize(self, text: str) -> list[str]:
         if not has_cjk(text):
             return list(self._default.tokenize(text))
-        import jieba
+        import jieba  # type: ignore[import-untyped]
 
         return [w.lower() for w in jieba.lcut(text) if _WORD.search(w)]
 
@@ -64,7 +64,7 @@ class Rouge(Scorer):
         return {"tokenizer": ChineseAwareTokenizer.name, "jieba": jieba.__version__}
 
     def score(self, items: list[Item]) -> list[Score]:
-        from rouge_score import rouge_scorer
+        from rouge_score import rouge_scorer  # type: ignore[import-untyped]
 
         variants = list(self.options.variants)  # type: ignore[attr-defined]
         rs = rouge_scorer.RougeScorer(variants, tokenizer=ChineseAwareTokenizer())

@@ -69,7 +69,7 @@ def _config(vocab: int) -> object:
 def build_embedding_model(folder: Path, seed: int = 0) -> Path:
     """A sentence-transformers folder: tiny BERT + mean pooling."""
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer, models  # type: ignore[attr-defined]
     from transformers import BertModel
 
     torch.manual_seed(seed)
@@ -92,7 +92,7 @@ def build_reward_model(folder: Path, seed: int = 0) -> Path:
     tok = _tokenizer(folder)
     cfg = _config(len(tok))  # type: ignore[arg-type]
     cfg.num_labels = 1  # type: ignore[attr-defined]
-    BertForSequenceClassification(cfg).save_pretrained(str(folder))  # type: ignore[arg-type]
+    BertForSequenceClassification(cfg).save_pretrained(str(folder))
     return folder
 
 
