@@ -42,16 +42,14 @@ class RunProgress:
             self.progress.start()
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self.progress is not None:
             self.progress.stop()
 
     def __call__(self, message: str) -> None:
         with self.lock:
             # Messages hold "[framework]" and paths, not markup.
-            self.console.log(message, markup=False)
+            self.console.log(message, markup=False, _stack_offset=2)  # the location shown: who reported it
             match = _UNIT.match(message)
             if self.progress is None or match is None:
                 return
