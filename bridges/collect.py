@@ -122,7 +122,7 @@ def read_opencompass(path: Path, model: str | None) -> Report:
     """An OpenCompass `outputs/<YYYYMMDD_HHMMSS>/` folder (or `outputs/`: its latest run), local, Slurm or
     DLC alike: the summary CSV's cells (0-100), failed `-` cells with their task log's traceback, and
     per-sample rows from predictions/ and results/."""
-    from bridges.frameworks.opencompass.bridge import METRIC_NAMES, _n_samples, read_summary, task_failure
+    from bridges.frameworks.opencompass.bridge import METRIC_NAMES, read_summary, task_failure
     from bridges.frameworks.opencompass.samples import dataset_samples
 
     work = path
@@ -172,7 +172,7 @@ def read_opencompass(path: Path, model: str | None) -> Report:
                     }
                 )
                 continue
-            n = _n_samples(result.get("details"))
+            n = _count_details(result.get("details"))
             for i, (metric, value) in enumerate(found.items()):
                 report.records.append(
                     {
@@ -197,6 +197,15 @@ def read_opencompass(path: Path, model: str | None) -> Report:
             if pred.is_file():
                 report.files.append(pred)
     return report
+
+
+def _count_details(details: Any) -> int | None:
+    """OpenCompass writes a result's details as a list, or as a dict of numbered entries (plus 'type')."""
+    if isinstance(details, list):
+        return len(details)
+    if isinstance(details, dict):
+        return sum(1 for k in details if str(k).isdigit())
+    return None
 
 
 def _model_names(models: list[str], model: str | None, where: Path) -> dict[str, str]:
@@ -299,7 +308,7 @@ def read_openai_evals(path: Path, model: str | None) -> Report:
 
 def evals_report(files: list[Path], path: Path, model: str | None) -> Report:
     """The record logs `files` as one report: one sample row per (model, eval base) with every split's scores."""
-    from bridges.frameworks.openai_evals.bridge import _metric_for, read_record_file
+    from bridges.frameworks.openai_evals.bridge import metric_for, read_record_file
     from bridges.frameworks.openai_evals.samples import merge, method_samples
 
     report = Report("openai_evals", path)
@@ -335,7 +344,7 @@ def evals_report(files: list[Path], path: Path, model: str | None) -> Report:
         if primary_key is None and numbers:
             primary_key = next(iter(numbers))
         for key, value in numbers.items():
-            metric, fields = _metric_for(method, None, key, parsed.n_samples)
+            metric, fields = metric_for(method, None, key, parsed.n_samples)
             report.records.append(
                 {
                     "model": name,

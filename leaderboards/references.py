@@ -15,7 +15,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridges._errors import BenchbridgeError
+from bridges import BenchbridgeError
 
 # The reference model each AlpacaEval version's leaderboards were computed against (its README).
 REFERENCE = {"data_AlpacaEval": "text_davinci_003", "data_AlpacaEval_2": "gpt4_turbo"}

@@ -282,17 +282,17 @@ class OpenAIEvalsBridge(Bridge):
                 for p in self.plans
                 if p.dataset.name == ds.name
             }
-            written.append(_write_yaml(out_dir / "evals" / f"{ds.name}.yaml", entries))
+            written.append(write_yaml(out_dir / "evals" / f"{ds.name}.yaml", entries))
         sets = {self.eval_set: [p.name for p in self.plans if not p.method.model_graded]}
         sets[self.graded_set] = [p.name for p in self.plans if p.method.model_graded]
         written.append(
-            _write_yaml(
+            write_yaml(
                 out_dir / "eval_sets" / f"{self.eval_set}.yaml", {k: {"evals": v} for k, v in sets.items() if v}
             )
         )
         for model in self.config.models:
             entry = {FN_PREFIX + model.name: {"class": COMPLETION_FN_CLASS, "args": {"model": model.public_dict()}}}
-            written.append(_write_yaml(out_dir / "completion_fns" / f"{model.name}.yaml", entry))
+            written.append(write_yaml(out_dir / "completion_fns" / f"{model.name}.yaml", entry))
         (out_dir / "modelgraded").mkdir(parents=True, exist_ok=True)
         for spec_file in sorted(SPECS_DIR.glob("*.yaml")):
             target = out_dir / "modelgraded" / spec_file.name
@@ -469,7 +469,7 @@ class OpenAIEvalsBridge(Bridge):
                 job.record_path(out_dir).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(record, job.record_path(out_dir))
                 meta = {**meta, "reused_from": str(record)}
-                _write_json(here, meta)
+                write_json(here, meta)
             return True
         return False
 
@@ -503,7 +503,7 @@ class OpenAIEvalsBridge(Bridge):
         for path in (log, record):
             scrub_file(path, self._secrets)
         if error is None and returncode != 0:
-            error = f"oaieval exited with code {returncode}: {_last_error_line(log)} (log: {log})"
+            error = f"oaieval exited with code {returncode}: {last_error_line(log)} (log: {log})"
         if error is None and read_record_file(record).final_report is None:
             error = f"oaieval wrote no final_report to {record} (log: {log})"
         seconds = round(time.monotonic() - started, 2)
@@ -517,7 +517,7 @@ class OpenAIEvalsBridge(Bridge):
             "seconds": seconds,
             "error": error,
         }
-        _write_json(meta_path, meta)
+        write_json(meta_path, meta)
         status = "ok" if error is None else f"FAILED: {error}"
         self.ctx.progress(f"[{self.name}] {job.model.name} {job.plan.name}: {status} ({seconds:.1f}s)")
 
@@ -597,7 +597,7 @@ class OpenAIEvalsBridge(Bridge):
         for key, value in report.items():
             if key in usage or not _is_number(value):
                 continue
-            metric, fields = _metric_for(plan.method_name, plan.method.spec, key, n)
+            metric, fields = metric_for(plan.method_name, plan.method.spec, key, n)
             is_primary = key == plan.method.primary_key
             out.append(
                 self.record(
@@ -674,7 +674,7 @@ def read_record_file(path: Path) -> RecordFile:
     return RecordFile(spec, report, run_id, len(samples))
 
 
-def _metric_for(method: str, spec: str | None, key: str, n_samples: int) -> tuple[str, dict[str, Any]]:
+def metric_for(method: str, spec: str | None, key: str, n_samples: int) -> tuple[str, dict[str, Any]]:
     """final_report key -> (metric name, record fields)."""
     if key.startswith("counts/"):
         choice = key.split("/", 1)[1]
@@ -699,7 +699,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and value == value  # NaN != NaN
 
 
-def _last_error_line(log: Path) -> str:
+def last_error_line(log: Path) -> str:
     """The exception line of a traceback in the log, else its last line."""
     lines = [ln.strip() for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
     for line in reversed(lines):
@@ -728,14 +728,14 @@ def _builtin_registry_names() -> dict[str, set[str]]:
     return names
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     """Written whole or not at all: a later run decides from it whether to reuse a record."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, path)
 
 
-def _write_yaml(path: Path, data: Any) -> Path:
+def write_yaml(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return path

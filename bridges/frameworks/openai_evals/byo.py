@@ -160,12 +160,12 @@ class UserRegistries:
 
     def prepare(self, out_dir: Path) -> list[Path]:
         """Our completion functions as a registry beside theirs, and the by-hand commands."""
-        from bridges.frameworks.openai_evals.bridge import COMPLETION_FN_CLASS, FN_PREFIX, _write_yaml
+        from bridges.frameworks.openai_evals.bridge import COMPLETION_FN_CLASS, FN_PREFIX, write_yaml
 
         written = []
         for model in self.bridge.config.models:
             entry = {FN_PREFIX + model.name: {"class": COMPLETION_FN_CLASS, "args": {"model": model.public_dict()}}}
-            written.append(_write_yaml(out_dir / "completion_fns" / f"{model.name}.yaml", entry))
+            written.append(write_yaml(out_dir / "completion_fns" / f"{model.name}.yaml", entry))
         registries = " ".join(f"--registry_path {p}" for p in [*self.paths, out_dir.resolve()])
         lines = [
             "# Your OpenAI evals registries, run as written",
@@ -185,7 +185,7 @@ class UserRegistries:
     def execute(self, out_dir: Path) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        from bridges.frameworks.openai_evals.bridge import _last_error_line, _write_json, read_record_file
+        from bridges.frameworks.openai_evals.bridge import last_error_line, read_record_file, write_json
         from bridges.frameworks.processes import run_child
         from bridges.secrets import scrub_file, secret_values, spec_secret_names
 
@@ -213,12 +213,12 @@ class UserRegistries:
             if result.timed_out:
                 error = f"oaieval timed out after {bridge.opts.eval_timeout_s:g} s (log: {log})"
             elif result.returncode != 0:
-                error = f"oaieval exited with code {result.returncode}: {_last_error_line(log)} (log: {log})"
+                error = f"oaieval exited with code {result.returncode}: {last_error_line(log)} (log: {log})"
             elif read_record_file(record).final_report is None:
                 error = f"oaieval wrote no final_report to {record} (log: {log})"
             seconds = round(time.monotonic() - started, 2)
             meta = {"eval": job.eval.name, "command": cmd, "returncode": result.returncode, "error": error}
-            _write_json(record.with_name(f"{job.eval.name}.meta.json"), {**meta, "seconds": seconds})
+            write_json(record.with_name(f"{job.eval.name}.meta.json"), {**meta, "seconds": seconds})
 
         with ThreadPoolExecutor(max(1, min(bridge.opts.parallel, len(self.jobs())))) as pool:
             list(pool.map(run_one, self.jobs()))
