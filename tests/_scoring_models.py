@@ -91,3 +91,22 @@ class RubricJudge:
             rating = judge_rating(conversation[-1]["content"])
             out.append("I cannot tell." if rating is None else f"Fine answer. Rating: [[{rating}]]")
         return out
+
+
+def _length_scorer() -> type:
+    from bridges.scoring import Metric, Score, Scorer, scorer
+
+    @scorer("answer_chars")
+    class AnswerChars(Scorer):
+        """A user's scorer: the answer's length in characters (lower is better)."""
+
+        def metrics(self) -> list[Metric]:
+            return [Metric("answer_chars", 1.0, higher_is_better=False)]
+
+        def score(self, items: list) -> list[Score]:
+            return [Score({"answer_chars": float(len(i.outputs[0]))}) for i in items]
+
+    return AnswerChars
+
+
+AnswerChars = _length_scorer()

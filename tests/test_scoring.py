@@ -291,3 +291,18 @@ def test_judge_rating_rule_is_what_the_tests_assume() -> None:
     assert judge_rating("REFERENCE<<The sky is blue>>\nANSWER<<blue light>>") == 8
     assert judge_rating("BONUS REFERENCE<<a b>>\nANSWER<<c>>") == 4
     assert judge_rating("REFERENCE<<a>>\nANSWER<<UNRATABLE>>") is None
+
+
+def test_user_scorer_by_decorator_and_by_module_path(tmp_path: Path) -> None:
+    from bridges._config import load_config
+    from bridges.scoring import SCORERS
+    from bridges.scoring.bridge import build_scorers
+
+    cfg = write_config(tmp_path, scorers="\n      - tests._scoring_models:AnswerChars\n      - answer_chars")
+    config = load_config(cfg)
+    first, second = build_scorers(config, config.cfg.frameworks["scoring"]["scorers"])
+    assert type(first) is type(second) and SCORERS.get("answer_chars") is type(first)  # registered by @scorer
+    from bridges.scoring._base import Item
+
+    assert first.score([Item("a", "gen", [], ["four"], ["x"])])[0].values == {"answer_chars": 4.0}
+    assert first.identity().startswith("answer_chars/1+")

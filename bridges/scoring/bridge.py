@@ -55,6 +55,18 @@ class ScoringOptions(BaseModel):
     scorers: list[str | dict[str, Any]] = Field(min_length=1)
 
 
+def scorer_class(name: str, key: str) -> type[Scorer]:
+    """A registered scorer by name, or a user's `package.module:Class` (a Scorer subclass) imported now."""
+    if ":" not in name:
+        return SCORERS.get(name, key=key)
+    from bridges._registry import import_target
+
+    cls = import_target(name)
+    if not (isinstance(cls, type) and issubclass(cls, Scorer)):
+        raise BenchbridgeError(f"{key}: {name!r} is not a Scorer subclass (bridges.scoring.Scorer)")
+    return cls
+
+
 def build_scorers(config: Any, entries: Sequence[str | dict[str, Any]], only: Sequence[str] = ()) -> list[Scorer]:
     """The configured scorers (of `only`, when given), each with its options checked: an unknown scorer or a
     bad option is one line naming the config key."""
@@ -67,7 +79,7 @@ def build_scorers(config: Any, entries: Sequence[str | dict[str, Any]], only: Se
         name = raw.pop("name", None)
         if not isinstance(name, str):
             raise BenchbridgeError(f"{at}: {key}.name: missing (a scorer: {', '.join(SCORERS.names())})")
-        cls = SCORERS.get(name, key=f"{at}: {key}.name")
+        cls = scorer_class(name, f"{at}: {key}.name")
         names.append(name)
         if only and name not in only:
             continue
