@@ -105,7 +105,8 @@ def final_reports_by_hand(reg: Path, fn: str, tmp_path: Path) -> dict[str, dict[
         lines = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
         spec = next(x["spec"] for x in lines if "spec" in x)
         reports[spec["eval_name"]] = next(x["final_report"] for x in lines if "final_report" in x)
-        path.unlink()
+        (tmp_path / "evallogs").mkdir(exist_ok=True)
+        path.rename(tmp_path / "evallogs" / path.name)  # kept for `benchbridge collect`
     return reports
 
 
@@ -143,6 +144,14 @@ def test_seed_registry_through_run_equals_oaievalset_by_hand(tmp_path: Path) -> 
             assert got[("capitals", metric)].value == value, (eval_name, key)
     samples = [s for s in store.samples() if s.model == "det"]
     assert len(samples) == 4  # one row per sample with every eval's scores
+    # the records oaievalset wrote by hand, collected onto the same board with the numbers they hold
+    assert main(["collect", "openai_evals", str(tmp_path / "evallogs"), "--config", str(config), "--model", "by-hand"]) == 0
+    collected = {(r.benchmark, r.metric): r.value for r in store.records() if r.model == "by-hand"}
+    assert collected[("capitals", "match_accuracy")] == 0.5
+    assert collected[("capitals", "fact_zh_count_C")] == 2 and collected[("capitals", "fact_zh_score")] == 0.5
+    assert {k: v for k, v in collected.items() if "bootstrap" not in k[1]} == {
+        k: r.value for k, r in got.items() if "bootstrap" not in k[1]
+    }
     assert sorted(s.scores["match_accuracy"] for s in samples) == [0.0, 0.0, 1.0, 1.0]
     assert sum(s.invalid for s in samples) == 1
 
