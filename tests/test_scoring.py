@@ -306,3 +306,17 @@ def test_user_scorer_by_decorator_and_by_module_path(tmp_path: Path) -> None:
 
     assert first.score([Item("a", "gen", [], ["four"], ["x"])])[0].values == {"answer_chars": 4.0}
     assert first.identity().startswith("answer_chars/1+")
+
+
+def test_verdict_parsing() -> None:
+    from bridges.scoring.judge import parse_choice, parse_score
+
+    assert parse_score("Clear and right. Rating: [[7]]") == 7.0
+    assert parse_score("理由充分。评分：[[9]]") == 9.0 and parse_score("评分：6") == 6.0
+    assert parse_score("I would give it 8/10.") == 8.0 and parse_score(" 5. ") == 5.0
+    # Echoing the rubric, out-of-range ratings and silence are invalid (None), never 0
+    assert parse_score('then the rating in the form "Rating: [[N]]"') is None
+    assert parse_score("Rating: [[11]]") is None and parse_score("Rating: [[0]]") is None
+    assert parse_score("水的沸点是100摄氏度") is None and parse_score("") is None
+    assert parse_choice("Verdict: [[A]]") == "A" and parse_choice("It is a tie.") == "C"
+    assert parse_choice("Both are fine") is None

@@ -5,7 +5,8 @@ one prompt template per task type (a `gen` sample's `task`, else `default`), wit
 `{question}`, `{answer}` (required) and `{reference}` (required for `pairwise`). Only those three are
 replaced, so other braces (a JSON example) stay as written. Modes:
 
-- `score`: the judge gives a 1-10 rating, read from `[[7]]`, `Rating: 7`, `评分：7`, or `7/10`;
+- `score`: the judge gives a 1-10 rating, read from `[[7]]`, `Rating: 7`, `评分：7`, `7/10` or a reply that
+  is the number alone;
 - `pairwise`: answer A (the model's) against B (the reference): `[[A]]` 1, `[[B]]` 0, `[[C]]`/tie 0.5.
 
 A verdict that parses to nothing (or a rating outside 1-10) is invalid: counted apart and left out of
@@ -115,6 +116,7 @@ _SCORE_PATTERNS = (
     re.compile(r"\[\[\s*(\d+(?:\.\d+)?)\s*\]\]"),
     re.compile(r"(?:rating|score|评分|分数|得分)\s*(?:is|为|是)?\s*[:：]?\s*\**\s*(\d+(?:\.\d+)?)", re.IGNORECASE),
     re.compile(r"(\d+(?:\.\d+)?)\s*(?:/|out of|分（满分)\s*10"),
+    re.compile(r"^\s*\**\s*(\d{1,2}(?:\.\d+)?)\s*\**\s*[.。!]?\s*$"),  # the whole reply is the number
 )
 _CHOICE_PATTERNS = (
     re.compile(r"\[\[\s*([ABC])\s*\]\]"),
