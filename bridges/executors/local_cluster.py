@@ -128,7 +128,11 @@ class LocalRayCluster:
                 time.sleep(0.1)
         import shutil
 
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        for _ in range(20):  # a process that was writing its log as it died may leave a file behind at first
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+            if not self.temp_dir.exists():
+                break
+            time.sleep(0.1)
 
     def __enter__(self) -> LocalRayCluster:
         return self.start()
