@@ -2,7 +2,7 @@
 the engines' flags (`--model` or `--model-path`, `--served-model-name`, `--host`, `--port`, `--api-key`,
 and any other), answers `/health` 503 for `--warmup-s` seconds (an engine loading weights) then 200, and
 `/v1/chat/completions` with "served:<model>:<last user message>" to a request bearing the key (401 else).
-`--exit-code N` exits at once with N after printing an engine-like error. Its argv goes to `$STANDIN_ARGV`."""
+With `--answer-key DATASET` it answers from that dataset's key instead. `--exit-code N` exits at once with N after printing an engine-like error. Its argv goes to `$STANDIN_ARGV`."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ parser.add_argument("--port", type=int)
 parser.add_argument("--api-key")
 parser.add_argument("--warmup-s", type=float, default=0.0)
 parser.add_argument("--exit-code", type=int)
+parser.add_argument("--answer-key", help="a qa dataset folder: its answers are given (as AnswerKeyModel does)")
+parser.add_argument("--wrong-ids", default="", help="comma-separated sample ids answered wrong")
 args, _ = parser.parse_known_args()
 if os.environ.get("STANDIN_ARGV"):
     with open(os.environ["STANDIN_ARGV"], "w", encoding="utf-8") as fh:
@@ -30,6 +32,11 @@ if args.exit_code is not None:
     print("RuntimeError: CUDA out of memory (stand-in)", flush=True)
     sys.exit(args.exit_code)
 ready_at = time.monotonic() + args.warmup_s
+key = None
+if args.answer_key:
+    from bridges.testing import AnswerKeyModel
+
+    key = AnswerKeyModel([args.answer_key], wrong_ids=[i for i in args.wrong_ids.split(",") if i])
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -52,6 +59,8 @@ class Handler(BaseHTTPRequestHandler):
         if self.headers.get("Authorization") != f"Bearer {args.api_key}":
             return self._send(401, {"error": {"message": "bad key"}})
         text = f"served:{body['model']}:{body['messages'][-1]['content']}"
+        if key is not None:
+            text = key.answer("\n".join(m["content"] for m in body["messages"] if m["role"] != "system"))
         self._send(200, {
             "id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
