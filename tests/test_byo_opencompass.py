@@ -53,6 +53,12 @@ def test_team_config_runs_with_our_model_and_exact_scores(tmp_path: Path) -> Non
     assert sorted((s.output, s.scores["accuracy"]) for s in samples) == [
         ("Atlantis", 0.0), ("Milan", 0.0), ("Paris", 1.0), ("Tokyo", 1.0)
     ]  # fmt: skip
+    # the outputs folder OpenCompass wrote, collected as a report made elsewhere: the same numbers
+    (outputs,) = (tmp_path / "work").glob("*/opencompass/outputs")
+    assert main(["collect", "opencompass", str(outputs), "--config", str(config), "--model", "det-collected"]) == 0
+    (again,) = [r for r in store.records() if r.model == "det-collected" and r.primary]
+    assert (again.benchmark, again.metric, again.value, again.n_samples) == ("team_capitals", "accuracy", 50.0, 4)
+    assert len([s for s in store.samples() if s.model == "det-collected"]) == 4
 
 
 def test_a_config_that_is_not_a_python_file_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
