@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from bridges.records import Record
+from leaderboards.scoring_rules import prompts_of, same_rule_diff
 from leaderboards.store import latest_per_cell
 
 if TYPE_CHECKING:
@@ -29,6 +30,12 @@ INDEX = ["benchmark", "subset", "model"]
 MAX_DIFF = "max_diff"
 METRICS = "metrics"
 SAMPLES = "n_samples"
+# Issue 17: whether the frameworks sent the same input (prompt modes), the largest gap between cells that
+# apply the same scoring rule, and each cell's rule in words (leaderboards/scoring_rules.py).
+PROMPTS = "prompts"
+SAME_RULE_DIFF = "same_rule_diff"
+RULES = "rules"
+TEXT_COLUMNS = (MAX_DIFF, SAMPLES, METRICS, PROMPTS, SAME_RULE_DIFF, RULES)
 
 
 def _metric_label(record: Record) -> str:
@@ -56,7 +63,7 @@ def agreement_table(records: Iterable[Record], *, min_frameworks: int = 2) -> pd
     import pandas as pd
 
     frameworks, data = agreement_rows(records, min_frameworks=min_frameworks)
-    table = pd.DataFrame(data, columns=[*INDEX, *frameworks, MAX_DIFF, SAMPLES, METRICS])
+    table = pd.DataFrame(data, columns=[*INDEX, *frameworks, *TEXT_COLUMNS])
     return table.set_index(INDEX)
 
 
@@ -80,6 +87,7 @@ def agreement_rows(records: Iterable[Record], *, min_frameworks: int = 2) -> tup
             continue
         values = {column(r): r.value_100 for r in rows if r.value_100 is not None}  # all: _scored has values
         sizes = sorted({r.n_samples for r in rows if r.n_samples is not None})
+        rule_gap, rules = same_rule_diff(rows, column)
         data.append(
             {
                 "benchmark": benchmark,
@@ -89,16 +97,27 @@ def agreement_rows(records: Iterable[Record], *, min_frameworks: int = 2) -> tup
                 MAX_DIFF: max(values.values()) - min(values.values()),
                 SAMPLES: "/".join(str(n) for n in sizes),
                 METRICS: "; ".join(f"{column(r)}={_metric_label(r)}" for r in sorted(rows, key=column)),
+                PROMPTS: prompts_of(rows),
+                SAME_RULE_DIFF: rule_gap,
+                RULES: rules,
             }
         )
-    frameworks = sorted({k for row in data for k in row} - {*INDEX, MAX_DIFF, SAMPLES, METRICS})
+    frameworks = sorted({k for row in data for k in row} - {*INDEX, *TEXT_COLUMNS})
     data.sort(key=lambda row: (str(row["benchmark"]), str(row["subset"]), str(row["model"])))  # stable, like pandas
     return frameworks, data
 
 
+EXTRA_HEADER = ["prompts", "same-rule diff", "scoring rules"]
+AGREEMENT_NOTE = (
+    "`prompts`: parity when every framework sent the model the same conversation per sample (then a gap "
+    "is the scoring rule's), native when each used its own prompt (a gap may be the input); `same-rule diff`: "
+    "the largest gap between cells that apply the same scoring rule, named in `scoring rules`."
+)
+
+
 def framework_columns(table: pd.DataFrame) -> list[str]:
     """The value columns of an agreement table (frameworks, or framework:metric)."""
-    return [c for c in table.columns if c not in (MAX_DIFF, SAMPLES, METRICS)]
+    return [c for c in table.columns if c not in TEXT_COLUMNS]
 
 
 def _number(value: Any) -> str:  # a pandas cell: a float, NaN, None or a numpy number
@@ -119,13 +138,14 @@ def agreement_markdown(table: pd.DataFrame, *, title: str | None = "Cross-framew
         return "\n".join([*lines, "No dataset was scored by two or more frameworks with the same model.", ""])
     lines += [
         "Primary metric per framework on a 0-100 scale; `max diff` is the largest gap between frameworks "
-        "(0.00: they agree).",
+        f"(0.00: they agree). {AGREEMENT_NOTE}",
         "",
-        "| " + " | ".join(["benchmark", "model", *values, "max diff", "samples", "metrics"]) + " |",
-        "|" + "---|---|" + "---:|" * (len(values) + 1) + "---|---|",
+        "| " + " | ".join(["benchmark", "model", *values, "max diff", "samples", "metrics", *EXTRA_HEADER]) + " |",
+        "|" + "---|---|" + "---:|" * (len(values) + 1) + "---|---|---|---:|---|",
     ]
     for (benchmark, subset, model), row in table.iterrows():
         name = f"{benchmark}:{subset}" if subset else benchmark
         cells = [_cell(name), _cell(model), *(_number(row[c]) for c in values), _number(row[MAX_DIFF])]
-        lines.append("| " + " | ".join([*cells, _cell(str(row[SAMPLES])), _cell(str(row[METRICS]))]) + " |")
+        cells += [_cell(str(row[SAMPLES])), _cell(str(row[METRICS])), _cell(str(row[PROMPTS]))]
+        lines.append("| " + " | ".join([*cells, _number(row[SAME_RULE_DIFF]), _cell(str(row[RULES]))]) + " |")
     return "\n".join([*lines, ""])

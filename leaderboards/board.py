@@ -341,6 +341,8 @@ class Board:
             "config_hash": r.config_hash if r else None,
             "git_commit": m.get("git_commit"),
             "seed": m.get("seed"),
+            # parity: the same conversation per sample in every framework; native: the framework's own prompt
+            "prompt_mode": (r.extra or {}).get("prompt_mode") if r else None,
             "details_path": r.details_path if r else None,
             "attempts": cell.attempts,
             "newer_failure": one_line(cell.newer_failure.error) if cell.newer_failure else None,

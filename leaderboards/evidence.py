@@ -25,6 +25,9 @@ CAUSE_METRIC = "normalisation/metric"
 CAUSE_EXTRACTION = "answer extraction"
 CAUSE_PROMPT = "different prompt"
 CAUSE_OUTPUT = "different output to the same prompt"
+# One framework logged the rendered prompt text (lm-eval with an hf chat model: the chat template applied), another
+# the chat messages: the two cannot be compared literally, so "different prompt" would be a guess.
+CAUSE_UNCOMPARABLE = "different output; inputs not comparable (rendered text vs chat messages)"
 
 
 def status(sample: Sample | dict[str, Any], metric: str) -> Status:
@@ -106,13 +109,21 @@ def _same(a: str | None, b: str | None) -> bool:
     return (a or "").strip() == (b or "").strip()
 
 
-def cause(entries: Sequence[tuple[str | None, str | None, str | None]]) -> str:
-    """Why scores differ, from each framework's (input text, output, extracted answer)."""
+def input_kind(sample: Sample) -> str:
+    """``prompt`` when the framework logged one rendered text, ``messages`` when it logged chat turns."""
+    return "prompt" if sample.prompt is not None else "messages"
+
+
+def cause(entries: Sequence[tuple[str | None, str | None, str | None]], kinds: Sequence[str] = ()) -> str:
+    """Why scores differ, from each framework's (input text, output, extracted answer); `kinds` (each
+    input's `input_kind`) keeps a rendered prompt and chat messages from being called different prompts."""
     inputs, outputs, extracted = zip(*entries, strict=True)
     if all(_same(e, extracted[0]) for e in extracted):
         return CAUSE_METRIC
     if all(_same(o, outputs[0]) for o in outputs):
         return CAUSE_EXTRACTION
+    if len(set(kinds)) > 1:
+        return CAUSE_UNCOMPARABLE
     if not all(i == inputs[0] for i in inputs):
         return CAUSE_PROMPT
     return CAUSE_OUTPUT
@@ -154,7 +165,8 @@ def disagreements(cells: Iterable[CellSamples]) -> list[Disagreement]:
         if len(found) < 2 or len({score for _, _, score in found.values()}) < 2:
             continue
         entries = [(s.input_text, s.output, s.extracted) for s, _, _ in found.values()]
-        out.append(Disagreement(sample_id, cause(entries), dict(sorted(found.items()))))
+        kinds = [input_kind(s) for s, _, _ in found.values()]
+        out.append(Disagreement(sample_id, cause(entries, kinds), dict(sorted(found.items()))))
     return out
 
 

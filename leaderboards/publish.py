@@ -131,6 +131,7 @@ PROVENANCE_COLUMNS = {
     "config_hash": "config hash",
     "git_commit": "git commit",
     "seed": "seed",
+    "prompt_mode": "prompt mode",
     "details_path": "details",
     "attempts": "attempts",
     "newer_failure": "later failed attempt",
@@ -307,22 +308,37 @@ def _agreement(board: Board) -> tuple[list[str], list[list[str]]] | None:
 
 
 def _agreement_table(board: Board) -> tuple[list[str], list[list[str]]] | None:
-    from leaderboards.agreement import MAX_DIFF, METRICS, SAMPLES, agreement_rows
+    from leaderboards.agreement import (
+        EXTRA_HEADER,
+        MAX_DIFF,
+        METRICS,
+        PROMPTS,
+        RULES,
+        SAME_RULE_DIFF,
+        SAMPLES,
+        agreement_rows,
+    )
 
     values, data = agreement_rows(board.records)
     if not data:
         return None
-    header = ["benchmark", "model", *values, "max diff", "samples", "metrics"]
+    header = ["benchmark", "model", *values, "max diff", "samples", "metrics", *EXTRA_HEADER]
     rows = []
     for row in data:
         benchmark, subset = str(row["benchmark"]), str(row["subset"])
         numbers = [fmt(cast("float | None", row.get(c))) for c in [*values, MAX_DIFF]]  # none: not scored there
         name = f"{benchmark}:{subset}" if subset else benchmark
-        rows.append([name, str(row["model"]), *numbers, str(row[SAMPLES]), str(row[METRICS])])
+        rule_gap = fmt(cast("float | None", row[SAME_RULE_DIFF]))
+        rows.append(
+            [name, str(row["model"]), *numbers, str(row[SAMPLES]), str(row[METRICS]), str(row[PROMPTS]), rule_gap]
+            + [str(row[RULES])]
+        )
     return header, rows
 
 
 def leaderboard_md(board: Board, generated: str) -> str:
+    from leaderboards.scoring_rules import prompt_modes_line
+
     parts = [
         f"# {md(board.title)}",
         "",
@@ -337,6 +353,7 @@ def leaderboard_md(board: Board, generated: str) -> str:
         "",
         _board_md(board),
         "",
+        *([md(modes), ""] if (modes := prompt_modes_line(board.records)) else []),  # issue 17
         "## Columns",
         "",
         _columns_md(board),
@@ -349,7 +366,11 @@ def leaderboard_md(board: Board, generated: str) -> str:
         parts.append("")
     agreement = _agreement(board)
     if agreement:
-        parts += ["## Cross-framework agreement", "", md_table(*agreement, right=range(2, len(agreement[0]) - 2)), ""]
+        from leaderboards.agreement import AGREEMENT_NOTE
+
+        width = len(agreement[0])  # values and max diff right-aligned, then samples, metrics, prompts, rule gap, rules
+        table = md_table(*agreement, right=[*range(2, width - 5), width - 2])
+        parts += ["## Cross-framework agreement", "", md(AGREEMENT_NOTE), "", table, ""]
     return "\n".join(parts)
 
 
@@ -450,6 +471,8 @@ def _tip(provenance: dict[str, Any]) -> str:
         parts.append(str(p["started"] or p["time"]))
     if p["n_samples"]:
         parts.append(f"n={p['n_samples']}")
+    if p.get("prompt_mode"):
+        parts.append(f"prompts: {p['prompt_mode']}")
     if p["reason"]:
         parts.append(str(p["reason"]))
     if p["newer_failure"]:
@@ -509,6 +532,8 @@ def index_html(
     from jinja2 import Environment, FileSystemLoader, StrictUndefined
     from markupsafe import Markup
 
+    from leaderboards.scoring_rules import prompt_modes_line
+
     css = (TEMPLATES / "page.css").read_text(encoding="utf-8")
     js = (TEMPLATES / "page.js").read_text(encoding="utf-8")
     # 'strict-dynamic': the page's own script (by its hash) may add the `cells/c<j>.js` scripts it
@@ -565,6 +590,7 @@ def index_html(
         profile_charts=[Markup(charts.profile_chart(board, r.model)) for r in board.rows[: charts.CHART_ROWS]],
         chart_rows=charts.CHART_ROWS,
         agreement={"header": agreement[0], "rows": agreement[1]} if agreement else None,
+        prompt_modes=prompt_modes_line(board.records),
         rank_range_key=RANK_RANGE,
         versus_key=VERSUS_NEXT,
         runs=[{k: _text(m.get(k)) for k in _RUN_FIELDS} for m in board.runs],
@@ -586,6 +612,7 @@ _RUN_FIELDS = (
     "config_hash",
     "git_commit",
     "seed",
+    "prompt_mode",
     "error",
 )
 

@@ -312,3 +312,71 @@ def test_hf_model_gets_the_same_rendered_prompt_and_token_ids_in_every_framework
     assert logged["lm_eval"] == sorted(expected)
     # evals asks qa_capitals once per scoring method (match, includes): the same prompts, twice.
     assert sorted(set(logged["openai_evals"])) == sorted(expected) and len(logged["openai_evals"]) == 8 + 2 * 8
+
+
+@pytest.mark.framework
+def test_deterministic_model_same_rule_cells_agree_and_the_rest_are_named(python_run: tuple[Path, list[Path]]) -> None:
+    """The same answers everywhere (parity), so exact match in lm-eval and OpenCompass is one number; evals'
+    includes (a different rule) counts the sentence answer too, and the report names that rule."""
+    from leaderboards.agreement import PROMPTS, RULES, SAME_RULE_DIFF, agreement_rows
+    from leaderboards.evidence import CAUSE_PROMPT, disagreements, framework_cells
+
+    path, _ = python_run
+    store = ResultsStore(path.parent / "runs" / "results.sqlite")
+    _, rows = agreement_rows(store.records())
+    by = {(r["benchmark"], r["model"]): r for r in rows}
+    qa = by[("qa_capitals", "mixed")]  # cap-2 wrong, cap-3 "The answer is Rome."
+    assert (qa["lm_eval"], qa["opencompass"], qa["openai_evals:match_accuracy"]) == (75.0, 75.0, 75.0)
+    assert qa["openai_evals:includes_accuracy"] == 87.5
+    assert qa[PROMPTS] == "parity" and qa[SAME_RULE_DIFF] == 0.0
+    assert qa[RULES] == (
+        "exact match: lm_eval, opencompass (0.00 apart); "
+        "answer contains the key: openai_evals:includes_accuracy; answer starts with the key: openai_evals:match_accuracy"
+    )
+    mcq = by[("mcq_science_en", "mixed")]  # sci-2 wrong: 7 of 8 in every framework
+    assert (mcq["lm_eval"], mcq["opencompass"], mcq["openai_evals:match_accuracy"]) == (87.5, 87.5, 87.5)
+    assert mcq[SAME_RULE_DIFF] is None  # three frameworks, three rules for an mcq answer, named:
+    assert mcq[RULES] == (
+        "answer starts with the key: openai_evals:match_accuracy; the letter the answer starts with: lm_eval; "
+        "the option found in the answer: opencompass"
+    )
+    # Sample by sample: where scores differ, every framework had the same input, so the cause is never the prompt.
+    found = disagreements(framework_cells(store, "mixed", "qa_capitals"))
+    assert [d.sample_id for d in found] == ["cap-3"]
+    (cap3,) = found
+    assert cap3.cause != CAUSE_PROMPT
+    assert len({s.input_text for s, _, _ in cap3.by_framework.values()}) == 1
+
+
+# ---------------------------------------------------------------- evidence and board (fast)
+
+
+def test_rendered_prompt_against_messages_is_not_called_a_different_prompt() -> None:
+    from leaderboards.evidence import CAUSE_PROMPT, CAUSE_UNCOMPARABLE, cause
+
+    rendered = ("<|im_start|>user\nQ<|im_end|>\n<|im_start|>assistant\n", "Paris is it", "Paris is it")
+    messages = ("user: Q", "The answer is Paris.", "The answer is Paris.")
+    assert cause([rendered, messages], ["prompt", "messages"]) == CAUSE_UNCOMPARABLE
+    assert cause([rendered, messages]) == CAUSE_PROMPT  # without kinds: compared literally, as before
+    assert cause([("user: P", "a", "a"), ("user: Q", "b", "b")], ["messages", "messages"]) == CAUSE_PROMPT
+
+
+def test_board_states_the_prompt_mode_of_its_values() -> None:
+    from bridges.records import Record
+    from leaderboards.board import build_board
+    from leaderboards.scoring_rules import prompt_modes_line
+
+    def rec(fw: str, mode: str | None) -> Record:
+        extra = {"prompt_mode": mode} if mode else {}
+        return Record(
+            run_id="r", model="m", framework=fw, framework_version="1", benchmark="qa", metric="em", value=0.5,
+            primary=True, extra=extra,
+        )  # fmt: skip
+
+    records = [rec("lm_eval", "parity"), rec("opencompass", "parity"), rec("openai_evals", "native")]
+    line = prompt_modes_line(records)
+    assert line is not None and line.startswith("Prompt mode: native for 1 value, parity for 2 values.")
+    assert prompt_modes_line([rec("lm_eval", None)]) is None  # records from before prompt modes
+    board = build_board(records)
+    shown = {c.column.framework: board.provenance(c)["prompt_mode"] for row in board.rows for c in row.cells.values()}
+    assert shown == {"lm_eval": "parity", "opencompass": "parity", "openai_evals": "native"}
