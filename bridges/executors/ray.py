@@ -159,7 +159,7 @@ def run_unit(job: UnitJob) -> UnitResult:
             error=outcome.error,
             workdir=str(tmp),
             files=buffer.getvalue(),
-            node=ray.get_runtime_context().get_node_id(),
+            node=ray.get_runtime_context().get_node_id() if ray.is_initialized() else "",
             pid=os.getpid(),
         )
     finally:
