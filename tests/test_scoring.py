@@ -180,10 +180,23 @@ def test_rescore_after_rubric_change_asks_no_evaluated_model(scored: dict) -> No
     changed = {cid for cid in row_b.cells if row_b.cells[cid].value_100 != row_a.cells[cid].value_100}
     assert changed == {"scoring/gen_zh_en/judge_score@judge"}
     assert abs(row_a.cells["scoring/gen_zh_en/judge_score@judge"].value_100 - (9 + 4 * 6) / 7 * 10) < 1e-9
-    new = [r for r in store.records() if r.extra.get("rescored_from")]
-    assert {r.metric for r in new} == {"judge_score"} and new[0].framework_version.split()[-1] != row_b.cells[
-        "scoring/gen_zh_en/judge_score@judge"
-    ].record.framework_version.split()[-1]
+    # Every dataset's stored answers are found (code answers, all n of them, too): the same values again.
+    proc = cli("rescore", str(cfg), "--scorer", "pass_at_k", "--scorer", "rouge")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert log_lines(tmp / "coder.log") == coder_calls
+    again, _ = board_from_cli(str(cfg), None)
+    row_c = next(r for r in again.rows if r.model == "coder")
+    assert {cid: c.value_100 for cid, c in row_c.cells.items()} == {cid: c.value_100 for cid, c in row_a.cells.items()}
+    assert (
+        row_c.cells["scoring/code_python/pass@1"].record.run_id
+        != row_a.cells["scoring/code_python/pass@1"].record.run_id
+    )
+    new = [r for r in store.records() if r.extra.get("rescored_from") and r.metric == "judge_score"]
+    assert (
+        len(new) == 1
+        and new[0].framework_version.split()[-1]
+        != row_b.cells["scoring/gen_zh_en/judge_score@judge"].record.framework_version.split()[-1]
+    )
 
 
 def test_rouge_equals_rouge_score_including_chinese() -> None:

@@ -53,11 +53,10 @@ def rescore(
     if not config.results_db.exists():
         raise BenchbridgeError(f"{config.results_db}: no results store yet; run `benchbridge run {config.path}` first")
     store = ResultsStore(config.results_db).open()
+    # The latest run that scored each model on each dataset (a rescore run too: its rows keep the answers).
     latest: dict[tuple[str, str], str] = {}
-    for m in store.runs(framework="scoring", config_name=config.name):
-        if m.get("status") in ("ok", "failed"):
-            for s in store.samples(framework="scoring", run_id=m["run_id"])[:1]:
-                latest[(s.model, s.benchmark)] = m["run_id"]
+    for r in store.history(framework="scoring", status="ok", config_name=config.name):  # oldest first
+        latest[(r.model, r.benchmark)] = r.run_id
     config.materialize_models()  # a built-in judge gets its folder (the evaluated models are not asked)
     configure_cache(config.cache_path, enabled=config.cfg.cache.enabled, session=run_id)
     started = now_iso()
