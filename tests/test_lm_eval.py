@@ -114,7 +114,9 @@ def lm_eval_run(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path,
             {"name": "tiny", "kind": "hf", "path": str(tiny_model_path), "generation": {"max_new_tokens": 8}},
         ]
         datasets = [{"path": str(DATASETS / d)} for d in [*KEYED_DATASETS, "open_instructions"]]
-        config = load_config(write_config(folder, models, datasets=[*datasets, {"path": str(ceval_canonical)}]))
+        # native: lm-eval's own hf and API classes and conventions (parity: tests/test_parity.py)
+        datasets.append({"path": str(ceval_canonical)})
+        config = load_config(write_config(folder, models, datasets=datasets, prompt_mode="native"))
         outcome = run(config, ["lm_eval"])
     return LMEvalRun(config, outcome)
 

@@ -80,6 +80,7 @@ def job(tmp_path_factory: pytest.TempPathFactory, tiny_model_path: Path) -> Job:
     config = {
         "name": "oc_job",
         "work_dir": str(root / "runs"),
+        "prompt_mode": "native",  # OpenCompass's own HF class and dataset templates (parity: tests/test_parity.py)
         "models": [
             {
                 "name": "tiny",

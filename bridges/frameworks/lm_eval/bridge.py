@@ -345,7 +345,7 @@ class LMEvalBridge(Bridge):
         self.plans = {ds.name: plan_dataset(ds) for ds in self.datasets}
         # Parity (bridges/frameworks/parity.py): every model through the model layer, which merges its system
         # prompt and applies one chat template; lm-eval's own HF/OpenAI classes only in native mode.
-        self.parity = self.config.prompt_mode(self.name) == "parity"
+        self.parity = self.config.prompt_mode(self.name) == "parity" and bool(self.datasets)  # canonical ones
         to_native = _parity_model if self.parity else native_model
         self.natives = {m.name: to_native(m, self.options) for m in self.config.models}
 

@@ -598,7 +598,8 @@ class OpenCompassBridge(Bridge):
         if options.runner == "dlc" and "aliyun_cfg" not in options.runner_options:
             raise BenchbridgeError(f"{where}.runner_options.aliyun_cfg: required by the dlc runner")
         self.config_file = f"eval_{self.config.name}.py"
-        self.parity = self.config.prompt_mode(self.name) == "parity"
+        # Parity is for canonical datasets: a config of built-in datasets only keeps OpenCompass's own model classes.
+        self.parity = self.config.prompt_mode(self.name) == "parity" and bool(self.datasets)
         self.shots = {ds.name: same_shot_count(ds) for ds in self.datasets} if self.parity else {}
 
     # -- prepare ------------------------------------------------------------------------------------
