@@ -309,7 +309,7 @@ class ScoringBridge(Bridge):
         opts: ScoringOptions = self.options  # type: ignore[assignment]
         ids: list[str] = []
         requests = []
-        for s in dataset.samples:
+        for s in dataset.samples[: self.config.cfg.max_samples]:  # the config's max_samples, like every framework
             if dataset.kind == "code":
                 msg = as_messages([{"role": "user", "content": CODE_INSTRUCTION + s.prompt}])  # type: ignore[union-attr]
                 gen = opts.code_generation

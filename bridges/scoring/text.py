@@ -9,7 +9,10 @@ takes the best reference per sample (rouge-score's `score_multi`), BLEU/chrF use
 
 from __future__ import annotations
 
+import functools
+import logging
 import re
+import warnings
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -18,6 +21,16 @@ from bridges.scoring._base import Item, Metric, Score, Scorer
 
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _WORD = re.compile(r"\w", re.UNICODE)
+
+
+@functools.cache
+def _jieba() -> Any:
+    """jieba, quiet: its import warns about pkg_resources and its first cut logs the dictionary build."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import jieba  # type: ignore[import-untyped]
+    jieba.setLogLevel(logging.WARNING)
+    return jieba
 
 
 def has_cjk(text: str) -> bool:
@@ -37,9 +50,7 @@ class ChineseAwareTokenizer:
     def tokenize(self, text: str) -> list[str]:
         if not has_cjk(text):
             return list(self._default.tokenize(text))
-        import jieba  # type: ignore[import-untyped]
-
-        return [w.lower() for w in jieba.lcut(text) if _WORD.search(w)]
+        return [w.lower() for w in _jieba().lcut(text) if _WORD.search(w)]
 
 
 class RougeOptions(BaseModel):
@@ -59,9 +70,7 @@ class Rouge(Scorer):
         return out
 
     def fingerprint_parts(self) -> dict[str, Any]:
-        import jieba
-
-        return {"tokenizer": ChineseAwareTokenizer.name, "jieba": jieba.__version__}
+        return {"tokenizer": ChineseAwareTokenizer.name, "jieba": _jieba().__version__}
 
     def score(self, items: list[Item]) -> list[Score]:
         from rouge_score import rouge_scorer  # type: ignore[import-untyped]
