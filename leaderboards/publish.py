@@ -370,7 +370,7 @@ def leaderboard_md(board: Board, generated: str) -> str:
 
         width = len(agreement[0])  # values and max diff right-aligned, then samples, metrics, prompts, rule gap, rules
         table = md_table(*agreement, right=[*range(2, width - 5), width - 2])
-        parts += ["## Cross-framework agreement", "", md(AGREEMENT_NOTE), "", table, ""]
+        parts += ["## Cross-framework agreement", "", AGREEMENT_NOTE, "", table, ""]  # our Markdown, not escaped
     return "\n".join(parts)
 
 

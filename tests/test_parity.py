@@ -364,6 +364,7 @@ def test_rendered_prompt_against_messages_is_not_called_a_different_prompt() -> 
 def test_board_states_the_prompt_mode_of_its_values() -> None:
     from bridges.records import Record
     from leaderboards.board import build_board
+    from leaderboards.publish import leaderboard_md
     from leaderboards.scoring_rules import prompt_modes_line
 
     def rec(fw: str, mode: str | None) -> Record:
@@ -378,5 +379,6 @@ def test_board_states_the_prompt_mode_of_its_values() -> None:
     assert line is not None and line.startswith("Prompt mode: native for 1 value, parity for 2 values.")
     assert prompt_modes_line([rec("lm_eval", None)]) is None  # records from before prompt modes
     board = build_board(records)
+    assert "Prompt mode: native for 1 value, parity for 2 values." in leaderboard_md(board, "now")
     shown = {c.column.framework: board.provenance(c)["prompt_mode"] for row in board.rows for c in row.cells.values()}
     assert shown == {"lm_eval": "parity", "opencompass": "parity", "openai_evals": "native"}
