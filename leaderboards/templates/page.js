@@ -246,6 +246,12 @@
   function cause(entries) {
     if (entries.every(function (e) { return same(e.extracted, entries[0].extracted); })) { return "normalisation/metric"; }
     if (entries.every(function (e) { return same(e.output, entries[0].output); })) { return "answer extraction"; }
+    // Chat messages are written as "role: content" lines; anything else is a rendered prompt (a chat template
+    // applied): the two kinds cannot be compared literally.
+    var kinds = entries.map(function (e) { return /^(system|user|assistant): /.test(e.input || "") ? "m" : "p"; });
+    if (kinds.some(function (k) { return k !== kinds[0]; })) {
+      return "different output; inputs not comparable (rendered text vs chat messages)";
+    }
     if (!entries.every(function (e) { return e.input === entries[0].input; })) { return "different prompt"; }
     return "different output to the same prompt";
   }
