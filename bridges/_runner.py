@@ -412,7 +412,8 @@ def run(
     check_run_paths(config)
     config.materialize_models()  # a built-in model is converted now (once), not when the config loads
     check_models(config)
-    settings = executor_settings(executor, "--executor") if executor else config.cfg.executor
+    # Made now, so an executor that cannot work here (ray not installed) is one line before anything runs.
+    units_executor = make_executor(executor_settings(executor, "--executor") if executor else config.cfg.executor)
     check_engines(config.models, lambda i: config.where("models", i))  # vLLM/SGLang: package and GPU here
     configure_cache(config.cache_path, enabled=cache and config.cfg.cache.enabled, session=run_id)
     config_hash = config.config_hash()
@@ -439,6 +440,6 @@ def run(
             raise
         store = ResultsStore(config.results_db).open()  # creates the schema now: a bad file fails here
         with stopping_children_on_signals():  # Ctrl-C/SIGTERM end the frameworks' process groups first
-            outcome.frameworks = make_executor(settings).run(bridges, store, run_dir, progress, parallel)
+            outcome.frameworks = units_executor.run(bridges, store, run_dir, progress, parallel)
     outcome.cache = cache_report(run_id)
     return outcome

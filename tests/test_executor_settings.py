@@ -145,3 +145,12 @@ def test_an_engine_that_dies_at_start_fails_with_its_log(tmp_path: Path) -> None
     assert "big: vllm server: the server exited (3) before it was healthy" in str(raised.value)
     assert "CUDA out of memory (stand-in)" in raised.value.log_excerpt
     assert isinstance(config.models[0], HFSpec)
+
+
+def test_ray_not_installed_is_one_line_before_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bridges._errors import BenchbridgeError
+    from bridges.executors import ExecutorSettings, make_executor
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as without the extra
+    with pytest.raises(BenchbridgeError, match=r"^executor ray: the ray package is not installed; pip install 'benchbridge\[ray\]'"):
+        make_executor(ExecutorSettings(kind="ray"))

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bridges._errors import BenchbridgeError
-from bridges.executors import Executor
+from bridges.executors import Executor, ExecutorSettings
 from bridges.records import Record, Sample, clip_error, failure, now_iso
 
 if TYPE_CHECKING:
@@ -244,6 +244,10 @@ class _Unit:
 
 class RayExecutor(Executor):
     """Units as Ray tasks: see the module docstring."""
+
+    def __init__(self, settings: ExecutorSettings) -> None:
+        import_ray()  # not installed: one line before the run starts
+        super().__init__(settings)
 
     def units(self, bridges: Sequence[Bridge]) -> list[_Unit]:
         from bridges.frameworks.processes import import_paths
