@@ -228,7 +228,7 @@ class LoadedConfig:
             raise BenchbridgeError(
                 f"{at}: frameworks.{framework}.prompt_mode: {mode!r} is not a prompt mode; write parity or native"
             )
-        return mode  # type: ignore[no-any-return]
+        return mode
 
     def framework_options(self, framework: str, options_model: type[BaseModel]) -> BaseModel:
         # prompt_mode is every framework's key (read by prompt_mode()), not one framework's option.

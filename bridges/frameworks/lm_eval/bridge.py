@@ -587,8 +587,8 @@ class LMEvalBridge(Bridge):
                 for spec in specs:
                     native = native_model(spec.model_copy(update={"base_url": url, "model": spec.name}), self.options)
                     # The served layer merges the system prompt: lm-eval's system_instruction would add it twice.
-                    served = {"env": {}, "env_values": {"OPENAI_API_KEY": SERVED_API_KEY}, "system_instruction": None}
-                    self.natives[spec.name] = replace(native, **served)
+                    key = {"OPENAI_API_KEY": SERVED_API_KEY}
+                    self.natives[spec.name] = replace(native, env={}, env_values=key, system_instruction=None)
                 yield
         finally:
             self.natives = upstream_natives
