@@ -10,7 +10,10 @@ What travels and what stays:
   one tar archive). The driver alone writes them: the results store and `<run dir>/<framework>/<model>/`.
 - The response cache is the same SQLite file for the driver and every worker (its path and the run's
   session go with the task): each answer is written the moment it arrives, so a unit lost with its node
-  and run again elsewhere asks its models only what the lost attempt had not got.
+  and run again elsewhere asks its models only what the lost attempt had not got. That holds for nodes
+  sharing one machine's disk (the tests' cluster); SQLite's WAL must not live on a network file system,
+  so on separate machines give each node a local `cache.path`: a unit rerun on another node then asks
+  again what it had asked on the lost one (finished units are never rerun either way).
 - A unit lost with its node or worker is run again by Ray on another node, up to `max_retries` times
   (system failures only: a framework's own failure is a stored result, never retried). Results are
   fetched and stored as each unit ends, so a finished unit is never asked for again when a node dies later.
