@@ -314,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     val = ds_sub.add_parser("validate", help="check dataset folders; errors name file, line and key")
     val.add_argument("paths", nargs="+", help="dataset folders, or bare samples .jsonl files")
     val.add_argument(
-        "--kind", choices=["mcq", "qa", "open", "gen", "code"], help="kind of a bare samples file (default: from line 1)"
+        "--kind",
+        choices=["mcq", "qa", "open", "gen", "code"],
+        help="kind of a bare samples file (default: from line 1)",
     )
     val.set_defaults(handler=cmd_datasets_validate)
 
