@@ -120,7 +120,8 @@ class RemoteModel:
         limits = Limits(max_concurrency=concurrency, timeout_s=3600.0, max_retries=0)
         served = OpenAISpec(name=spec.name, model=spec.name, base_url=endpoint.url, api_key_env=ENV_KEY, limits=limits)
         # The `openai` kind's backend alone (no layer: the server's layer caches and retries), as its client.
-        self.client: Any = import_target(MODEL_KINDS.get("openai").backend)(served)
+        backend_class: Any = import_target(MODEL_KINDS.get("openai").backend)  # a registry's "module:Class"
+        self.client: Any = backend_class(served)
         self.concurrency = concurrency
 
     def generate(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
