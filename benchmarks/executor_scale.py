@@ -33,8 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 os.environ.setdefault("USE_TF", "0")
 
-from bridges import load_config  # noqa: E402
-from bridges._runner import make_bridges, new_run_id  # noqa: E402
+from bridges import load_config, make_bridges, new_run_id  # noqa: E402
 from bridges.executors import ExecutorSettings, make_executor  # noqa: E402
 from bridges.executors.local_cluster import LocalRayCluster  # noqa: E402
 from bridges.frameworks import FRAMEWORKS, Bridge  # noqa: E402

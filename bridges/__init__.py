@@ -17,7 +17,7 @@ Public submodules: `bridges.records`, `bridges.secrets`, `bridges.sqlite`, `brid
 
 from bridges._config import LoadedConfig, PublishSettings, load_config
 from bridges._errors import BenchbridgeError, FrameworkFailure
-from bridges._runner import FrameworkOutcome, RunOutcome, prepare, run
+from bridges._runner import FrameworkOutcome, RunOutcome, make_bridges, new_run_id, prepare, run
 from bridges.datasets import IMPORTERS, Dataset, importer, load_dataset
 from bridges.frameworks import FRAMEWORKS, Bridge, RunContext, framework
 from bridges.models import (
@@ -58,6 +58,8 @@ __all__ = [
     "importer",
     "load_config",
     "load_dataset",
+    "make_bridges",
+    "new_run_id",
     "prepare",
     "python_model",
     "run",
