@@ -127,6 +127,7 @@ def test_pass_at_k_estimator_is_exact() -> None:
         pass_at_k(2, 1, 3)
 
 
+@pytest.mark.framework  # the `scored` fixture runs the scoring framework end to end (~45 s)
 def test_run_gives_exact_pass_at_k_and_sandbox_stops_each_attack(scored: dict) -> None:
     assert scored["proc"].returncode == 0, scored["proc"].stderr[-2000:]
     store = scored["store"]
@@ -148,6 +149,7 @@ def test_run_gives_exact_pass_at_k_and_sandbox_stops_each_attack(scored: dict) -
     assert not ESCAPE.exists()
 
 
+@pytest.mark.framework  # the `scored` fixture runs the scoring framework end to end (~45 s)
 def test_judge_exact_mean_with_invalid_apart(scored: dict) -> None:
     store = scored["store"]
     rec = ok_records(store, "judge_score")[("coder", "gen_zh_en")]
@@ -162,6 +164,7 @@ def test_judge_exact_mean_with_invalid_apart(scored: dict) -> None:
     assert {"rougeL_f", "bleu", "chrf", "semantic_similarity", "reward"} <= set(en2.scores)
 
 
+@pytest.mark.framework  # the `scored` fixture runs the scoring framework end to end (~45 s)
 def test_rescore_after_rubric_change_asks_no_evaluated_model(scored: dict) -> None:
     from leaderboards.board import board_from_cli
 
