@@ -470,6 +470,9 @@ def test_endpoints_a_run_serves_need_the_runs_random_key(
         "models": [model, echo],
         "datasets": [{"path": str(DATASETS / dataset)}],
         "frameworks": {framework: options},
+        # native: the frameworks' own openai clients ask the run's endpoint (parity sends every model through
+        # the layer in benchbridge's process instead, so no endpoint is served to them).
+        "prompt_mode": "native",
     }
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config), "utf-8")
