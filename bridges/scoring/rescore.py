@@ -48,6 +48,7 @@ def rescore(
         raise BenchbridgeError("--scorer: name at least one scorer to run")
     run_id = new_run_id()
     check_run_paths(config)
+    config.materialize_models()  # a built-in judge gets its folder before the judge scorer takes its spec
     ctx = RunContext(config=config, run_id=run_id, config_hash=config.config_hash(), progress=progress)
     bridge = ScoringBridge(ctx, only_scorers=scorers)  # checks names and options before anything runs
     if not config.results_db.exists():
@@ -57,7 +58,6 @@ def rescore(
     latest: dict[tuple[str, str], str] = {}
     for r in store.history(framework="scoring", status="ok", config_name=config.name):  # oldest first
         latest[(r.model, r.benchmark)] = r.run_id
-    config.materialize_models()  # a built-in judge gets its folder (the evaluated models are not asked)
     configure_cache(config.cache_path, enabled=config.cfg.cache.enabled, session=run_id)
     started = now_iso()
     outcome = RescoreOutcome(run_id, config.results_db)
