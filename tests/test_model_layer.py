@@ -155,6 +155,24 @@ def test_editing_a_python_models_source_is_a_new_model(tmp_path: Path, monkeypat
     assert fresh(spec).chat(["q"]) == ["second"]
 
 
+def test_a_python_model_edited_after_this_process_imported_it_answers_with_the_new_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Models load in benchbridge's process (served to the frameworks): a second run in the same process
+    (a notebook, the tests) after the module changed must not answer with the module already imported."""
+    module = tmp_path / "pymods" / "reedited_model.py"
+    module.parent.mkdir()
+    module.write_text("def answer(batch):\n    return ['one' for _ in batch]\n")
+    monkeypatch.syspath_prepend(str(module.parent))
+    monkeypatch.delitem(sys.modules, "reedited_model", raising=False)
+    spec = {"name": "reedit", "kind": "python", "target": "reedited_model:answer"}
+    assert fresh(spec).chat(["q"]) == ["one"]
+    module.write_text("def answer(batch):\n    return ['second' for _ in batch]\n")
+    assert fresh(spec).chat(["q"]) == ["second"]  # still in sys.modules, with the old code
+    module.write_text("def answer(batch):\n    return ['third' for _ in batch]\n")
+    assert fresh(spec).chat(["q"]) == ["third"]
+
+
 def test_no_cache_neither_reads_nor_writes(tmp_path: Path) -> None:
     log = tmp_path / "calls.log"
     fresh(counting_spec(log)).generate(questions(4))

@@ -7,6 +7,8 @@ import importlib
 import importlib.util
 import inspect
 import json
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,24 +40,52 @@ def render_prompt(messages: list[dict[str, str]]) -> str:
     return "\n\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 
+def _source_modules(spec: PythonSpec) -> list[str]:
+    """The modules whose source is the model's code: its `imports` and the target's module."""
+    modules = list(spec.imports)
+    if ":" in spec.target:
+        modules.append(spec.target.partition(":")[0])
+    return modules
+
+
+def _module_source(name: str) -> bytes | None:
+    """The module's source file as it is on disk now (None: not found, or not a file)."""
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # ValueError: in sys.modules without a __spec__
+        found = None  # the backend, built on a cache miss, names the missing module
+    if found is not None and found.origin and Path(found.origin).is_file():
+        return Path(found.origin).read_bytes()
+    return None
+
+
+# module name -> its source when `resolve_target` last imported it. Models load in benchbridge's process
+# (served to the frameworks), which may run several times (tests, a notebook): a module edited since is
+# imported again, so the code answering is the code the fingerprint (and the reuse of finished work) names.
+_IMPORTED_SOURCE: dict[str, bytes | None] = {}
+_IMPORT_LOCK = threading.Lock()
+
+
+def _import_current(name: str) -> None:
+    with _IMPORT_LOCK:
+        source = _module_source(name)
+        if name in sys.modules and _IMPORTED_SOURCE.get(name, source) != source:
+            # Dropped, not reloaded: a failed reload would leave the old code in place, answering.
+            del sys.modules[name]
+        importlib.import_module(name)
+        _IMPORTED_SOURCE[name] = source
+
+
 def fingerprint(spec: PythonSpec) -> str:
     """The source of the target's module and of `imports`: editing the model's code makes new cache keys.
 
     Read from the files without running them. Data the callable reads (files named in `args`) is
     not covered: change an argument, or run with `--no-cache`, after changing it.
     """
-    modules = list(spec.imports)
-    if ":" in spec.target:
-        modules.append(spec.target.partition(":")[0])
     h = hashlib.sha256()
-    for name in modules:
+    for name in _source_modules(spec):
         h.update(f"{name}\n".encode())
-        try:
-            found = importlib.util.find_spec(name)
-        except ModuleNotFoundError:
-            found = None  # the backend, built on a cache miss, names the missing module
-        if found is not None and found.origin and Path(found.origin).is_file():
-            h.update(Path(found.origin).read_bytes())
+        h.update(_module_source(name) or b"")
     if env_refs(spec.args):
         # The values behind `${VAR}` in args change answers (an endpoint, a key); only their hash is kept.
         resolved = resolve_env_refs(spec.args, f"model {spec.name}: args")
@@ -69,9 +99,14 @@ def resolve_target(spec: PythonSpec, key: str) -> Any:
     try:
         for module in spec.imports:
             try:
-                importlib.import_module(module)
+                _import_current(module)
             except ImportError as exc:
                 raise BenchbridgeError(f"imports: cannot import {module!r}: {exc}") from None
+        if ":" in spec.target:
+            try:
+                _import_current(spec.target.partition(":")[0])
+            except (ImportError, SyntaxError):
+                pass  # import_target below imports it again and names what is wrong, one line
         obj = import_target(spec.target) if ":" in spec.target else PYTHON_MODELS.get(spec.target)
     except BenchbridgeError as exc:
         raise BenchbridgeError(f"{key}: {exc}") from None
