@@ -409,8 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error already printed as one line
         return exc.code if isinstance(exc.code, int) else 2
     handler: Handler = args.handler
+    from bridges.secrets import masked_output
+
     try:
-        return handler(args)
+        # Code in this process prints too (a python model loading, a library's warning): masked like ours.
+        with masked_output():
+            return handler(args)
     except KeyboardInterrupt:
         print("benchbridge: error: interrupted (Ctrl-C); a rerun continues from what was stored", file=sys.stderr)
         return 130

@@ -22,13 +22,15 @@ through their environment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 SECRET_NAME_PARTS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
 MIN_SECRET_LENGTH = 8  # shorter values ("1", "true") are settings, and replacing them would mangle text
@@ -230,3 +232,39 @@ def referenced_env(specs: Iterable[Any]) -> dict[str, str]:
             if found is not None:
                 out[var] = found
     return out
+
+
+class MaskedStream:
+    """A text stream (stdout, stderr) that masks secrets in each write before passing it on.
+
+    What code in benchbridge's own process prints, ours or not (a python model printing its token while
+    it loads, a library's warning quoting a key), reaches the terminal through it. Each write is masked
+    whole: a secret split across two writes would pass (print writes its text in one)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        self.stream.write(mask(text) if text.strip() else text)
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str) -> Any:  # isatty, fileno, flush, encoding...: the stream's own
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def masked_output() -> Iterator[None]:
+    """While open, `sys.stdout` and `sys.stderr` mask secrets (see `MaskedStream`); restored after."""
+    saved = sys.stdout, sys.stderr
+    if not isinstance(sys.stdout, MaskedStream):
+        sys.stdout = cast(TextIO, MaskedStream(sys.stdout))
+    if not isinstance(sys.stderr, MaskedStream):
+        sys.stderr = cast(TextIO, MaskedStream(sys.stderr))
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved

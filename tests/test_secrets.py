@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from bridges.cli import main
 from bridges.models import ChatRequest, ModelRequestRejected, parse_model_spec
 from bridges.models._openai import OpenAIBackend
 from bridges.models._python import PythonBackend, fingerprint
-from bridges.secrets import MASK, mask, redact, resolve_env_refs, scrub_tree
+from bridges.secrets import MASK, mask, masked_output, redact, resolve_env_refs, scrub_tree
 from tests._secret_models import EchoingUpstream
 from tests.conftest import DATASETS
 
@@ -113,6 +114,19 @@ def test_scrub_tree_masks_text_files_and_leaves_binary_ones(tmp_path: Path, monk
     assert scrub_tree(tmp_path) == 1
     assert (tmp_path / "a" / "b" / "x.log").read_text() == f"401: Bearer {MASK}\ntoken {MASK}\n"
     assert (tmp_path / "w.bin").read_bytes() == b"\0\1" + TOKEN.encode()
+
+
+def test_what_code_in_the_process_prints_is_masked_and_the_streams_come_back(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MY_SECRET_TOKEN", TOKEN)
+    before = sys.stdout, sys.stderr
+    with masked_output():
+        print(f"TokenModel: connecting with token {TOKEN}", file=sys.stderr)  # a python model, built in-process
+        print(f"key={KEY}")
+    assert (sys.stdout, sys.stderr) == before
+    out, err = capfd.readouterr()
+    assert (out, err) == (f"key={MASK}\n", f"TokenModel: connecting with token {MASK}\n")
 
 
 # ---- prepare, run, publish: grep everything written and printed ----
