@@ -641,7 +641,11 @@ def add_statistics(board: Board, samples: Iterable[SampleScores] = ()) -> None:
                     cell.scores[sid] = float(value)
                     cell.groups[sid] = s.group or (record.subset or None if cell.parts else None)
         rec = cell.record
-        if records and not cell.parts and rec is not None and rec.stderr is not None and rec.value is not None:
+        # The framework's stderr, unless it is a degenerate 0 that the samples can do better than (lm-eval
+        # reports stderr 0 for 0 of 8 right: a [0, 0] interval would claim certainty n=8 cannot give).
+        framework_se = rec is not None and rec.stderr is not None and (rec.stderr > 0 or not cell.scores)
+        if records and not cell.parts and rec is not None and framework_se and rec.value is not None:
+            assert rec.stderr is not None
             cell.interval = stderr_interval(rec.value / rec.scale, rec.stderr / rec.scale, cell.n)
         elif cell.scores:
             cell.interval = sample_interval(list(cell.scores.values()), list(cell.groups.values()))
@@ -654,12 +658,15 @@ def _goodness_se(cell: Cell) -> float | None:
 
 def compare(board: Board, a: Row, b: Row) -> tuple[float, float, int, Paired | None] | None:
     """a's average minus b's (0-100, higher-is-better), its standard error and the samples the paired
-    parts rest on; None when some averaged cell has no uncertainty known. With one averaged column, the
-    column's paired comparison too (for its exact McNemar test)."""
+    parts rest on; None when no averaged cell has an uncertainty known. A cell without one (e.g. a
+    framework's group average with no samples of its own) counts as known exactly, so one such column does
+    not hide what the others say. With one averaged column, the column's paired comparison too (for its
+    exact McNemar test)."""
     if a.average is None or b.average is None or not board.average_over:
         return None
     total = 0.0
     shared = 0
+    known = 0
     only: Paired | None = None
     for column_id in board.average_over:
         x, y = a.cells[column_id], b.cells[column_id]
@@ -668,11 +675,15 @@ def compare(board: Board, a: Row, b: Row) -> tuple[float, float, int, Paired | N
             total += (pair.se * 100.0) ** 2
             shared += pair.n_shared
             only = pair
+            known += 1
             continue
         se_x, se_y = _goodness_se(x), _goodness_se(y)
-        if se_x is None or se_y is None:
-            return None
-        total += se_x**2 + se_y**2
+        if se_x is None and se_y is None:
+            continue
+        known += 1
+        total += (se_x or 0.0) ** 2 + (se_y or 0.0) ** 2
+    if not known:
+        return None
     k = len(board.average_over)
     return a.average - b.average, total**0.5 / k, shared, only if k == 1 else None
 
