@@ -36,7 +36,7 @@ def answered(up: LoopbackUpstream) -> int:
     return sum(up.stats()["answered"].values())
 
 
-def write_config(tmp: Path, up: LoopbackUpstream, tokenizer: Path) -> Path:
+def write_config(tmp: Path, up: LoopbackUpstream, tokenizer: Path, prompt_mode: str = "parity") -> Path:
     spec: dict[str, Any] = {
         "name": "served-api",
         "kind": "openai",
@@ -53,6 +53,7 @@ def write_config(tmp: Path, up: LoopbackUpstream, tokenizer: Path) -> Path:
         "max_samples": MAX_SAMPLES,
         "models": [spec],
         "datasets": [{"path": str(DATASETS / "qa_capitals")}],
+        "prompt_mode": prompt_mode,
         "frameworks": {"opencompass": {}, "lm_eval": {}},
     }
     path = tmp / "served.yaml"
@@ -65,11 +66,18 @@ def records_by_framework(outcome: RunOutcome) -> dict[str, list[Any]]:
 
 
 @pytest.mark.framework
+# parity (the default): BenchbridgeModel / the python LM ask the run's served spec; native: OpenAISDK and
+# local-chat-completions ask a loopback endpoint serving it.
+@pytest.mark.parametrize("prompt_mode", ["parity", "native"])
 def test_openai_models_in_opencompass_and_lm_eval_use_the_layer_cache(
-    tmp_path: Path, upstream: LoopbackUpstream, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    upstream: LoopbackUpstream,
+    tiny_model_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prompt_mode: str,
 ) -> None:
     monkeypatch.setenv(KEY_ENV, SECRET)
-    config = load_config(write_config(tmp_path, upstream, tiny_model_path))
+    config = load_config(write_config(tmp_path, upstream, tiny_model_path, prompt_mode))
 
     before = answered(upstream)
     first = run(config, FRAMEWORKS, force=True)
@@ -112,10 +120,15 @@ def test_openai_models_in_opencompass_and_lm_eval_use_the_layer_cache(
     # `prepare` (artifacts run by hand) keeps the upstream endpoint and model name.
     written = prepare(config, tmp_path / "prepared", FRAMEWORKS)
     oc_config = next(p for p in written["opencompass"] if p.suffix == ".py").read_text(encoding="utf-8")
-    assert f"'openai_api_base': '{up_base(upstream)}'" in oc_config and "'path': 'loopback'" in oc_config
     job = json.loads((tmp_path / "prepared" / "lm_eval" / "jobs" / "served-api.json").read_text(encoding="utf-8"))
-    assert job["model_args"]["base_url"] == f"{up_base(upstream)}/chat/completions"
-    assert job["model_args"]["model"] == "loopback"
+    if prompt_mode == "native":
+        assert f"'openai_api_base': '{up_base(upstream)}'" in oc_config and "'path': 'loopback'" in oc_config
+        assert job["model_args"]["base_url"] == f"{up_base(upstream)}/chat/completions"
+        assert job["model_args"]["model"] == "loopback"
+    else:  # the spec itself, for the model layer in the framework's process
+        assert f"'base_url': '{upstream.base_url}'" in oc_config and "'model': 'loopback'" in oc_config
+        spec = json.loads(job["model_args"]["spec"])
+        assert (spec["base_url"], spec["model"]) == (upstream.base_url, "loopback")
 
 
 def up_base(up: LoopbackUpstream) -> str:

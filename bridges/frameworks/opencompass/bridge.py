@@ -760,8 +760,13 @@ class OpenCompassBridge(Bridge):
 
     @contextmanager
     def _served_openai_models(self) -> Iterator[None]:
-        """While open, `openai` models are written to ask a loopback endpoint serving their specs."""
-        specs = [s for s in self.models if isinstance(s, OpenAISpec)]
+        """While open, `openai` models are written to ask a loopback endpoint serving their specs.
+
+        Only for OpenAISDK (native mode): in parity the config carries the spec itself for `BenchbridgeModel`,
+        whose `model_for` finds the run's served model by the spec's digest; a rewritten spec (this endpoint,
+        model = name) matched no served digest, so the child asked the endpoint itself without its key (401).
+        """
+        specs = [] if self.parity else [s for s in self.models if isinstance(s, OpenAISpec)]
         if not specs:
             yield
             return
