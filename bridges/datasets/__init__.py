@@ -10,6 +10,7 @@ from bridges.datasets._format import (
     Sample,
     load_dataset,
     load_samples_file,
+    read_jsonl_objects,
     read_samples,
 )
 from bridges.datasets._importers import IMPORTERS, import_dataset, import_source, importer
@@ -28,5 +29,6 @@ __all__ = [
     "importer",
     "load_dataset",
     "load_samples_file",
+    "read_jsonl_objects",
     "read_samples",
 ]

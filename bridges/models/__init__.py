@@ -1,6 +1,6 @@
 """Model specs and the one model layer every bridge calls."""
 
-from bridges.models._builtin import check_builtin, materialize
+from bridges.models._builtin import cache_root, check_builtin, materialize
 from bridges.models._cache import (
     ENV_SESSION,
     CacheReport,
@@ -36,6 +36,7 @@ from bridges.models._spec import (
 from bridges.models._types import ModelRequestRejected, ModelUnavailable, RetryableModelError
 
 __all__ = [
+    "cache_root",
     "ENV_LOADS",
     "ENV_SESSION",
     "LOADS_FILE",

@@ -28,8 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bridges._errors import BenchbridgeError
 from bridges._files import loc_text
 from bridges.datasets import Dataset
-from bridges.frameworks._base import Bridge
-from bridges.frameworks._samples import model_messages
+from bridges.frameworks import Bridge, model_messages
 from bridges.records import Judgement, Record, Sample, failure
 from bridges.scoring._base import SCORERS, Item, Score, Scorer
 

@@ -85,7 +85,7 @@ def load_rubric(path: Path) -> Rubric:
     data = path.read_bytes()
     templates: dict[str, Template] = {}
     if path.suffix == ".jsonl":
-        from bridges.datasets._format import read_jsonl_objects
+        from bridges.datasets import read_jsonl_objects
 
         for lineno, obj in read_jsonl_objects(path):
             task = obj.get("task", "default")

@@ -98,7 +98,7 @@ def build_reward_model(folder: Path, seed: int = 0) -> Path:
 
 def builtin_folder(name: str) -> Path:
     """The folder of `builtin:<name>`, built on first use (atomically: a killed build leaves nothing)."""
-    from bridges.models._builtin import cache_root
+    from bridges.models import cache_root
 
     folder = cache_root() / f"scoring-{name}"
     if folder.is_dir():
