@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+START_ATTEMPTS = 3
 OBJECT_STORE_BYTES = 80 * 1024 * 1024  # Ray's minimum is 75 MiB; units return small archives
 # A dead node is noticed in ~2 s instead of Ray's default ~30 s (health checks every 0.5 s, 3 misses).
 FAST_FAILURE_DETECTION = {
@@ -39,12 +40,16 @@ class LocalRayCluster:
 
     def __init__(self, cpus: list[int], *, env: dict[str, str] | None = None) -> None:
         self.cpus = cpus
+        self.env = {**os.environ, **FAST_FAILURE_DETECTION, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
+        self._fresh()
+
+    def _fresh(self) -> None:
+        """A new folder and new ports: each start attempt's own, so a failed one leaves nothing in the way."""
         # A short root: Ray's socket paths under it must stay within the 107 characters of a Unix socket.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="bbray-", dir="/tmp"))
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.node_ports: list[int] = []  # each node's node-manager port: how its raylet is told apart
-        self.env = {**os.environ, **FAST_FAILURE_DETECTION, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
 
     def _ray(self, args: list[str]) -> None:
         ray = str(Path(sys.executable).with_name("ray"))
@@ -53,6 +58,19 @@ class LocalRayCluster:
             raise RuntimeError(f"ray start {' '.join(args)} failed ({out.returncode}): {out.stderr[-2000:]}")
 
     def start(self) -> LocalRayCluster:
+        """Starts the nodes; a failed `ray start` is tried again (all nodes, new ports and folder) up to
+        START_ATTEMPTS times: on a loaded machine a node may miss Ray's fixed 30 s to register with the GCS
+        ("The current node timed out during startup"), and a port found free may be taken before Ray binds it."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return self._start_nodes()
+            except (RuntimeError, subprocess.TimeoutExpired):
+                if attempt == START_ATTEMPTS:
+                    raise
+                self._fresh()  # _start_nodes stopped this attempt's processes and removed its folder
+        raise AssertionError("unreachable")
+
+    def _start_nodes(self) -> LocalRayCluster:
         try:
             for i, cpus in enumerate(self.cpus):
                 node_port = free_port()
