@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,13 +20,12 @@ import pytest
 import yaml
 
 from bridges import load_config
-from bridges.cli import main
 from bridges.models import ChatRequest, ModelRequestRejected, parse_model_spec
 from bridges.models._openai import OpenAIBackend
 from bridges.models._python import PythonBackend, fingerprint
 from bridges.secrets import MASK, mask, masked_output, redact, resolve_env_refs, scrub_tree
 from tests._secret_models import EchoingUpstream
-from tests.conftest import DATASETS
+from tests.conftest import DATASETS, ROOT
 
 KEY = "sk-benchbridgeTEST" + "0123456789abcdefXYZ"  # OpenAI-shaped
 TOKEN = "tok-PLANTED-" + "5e3c1a9b77d2"  # not sk-shaped: only its value can find it
@@ -166,18 +166,26 @@ def write_config(tmp_path: Path, base_url: str) -> Path:
 
 
 @pytest.mark.framework
-def test_no_planted_secret_in_any_file_or_output(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
-) -> None:
+def _benchbridge(*args: str) -> subprocess.CompletedProcess[str]:
+    """A real `benchbridge` process, as a user's terminal sees it (and free of pytest's capture)."""
+    argv = [sys.executable, "-m", "bridges.cli", *args]
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_no_planted_secret_in_any_file_or_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("MY_SECRET_TOKEN", TOKEN)
     with EchoingUpstream() as up:
         config = write_config(tmp_path, up.base_url)
-        assert main(["prepare", str(config), "--out", str(tmp_path / "prepared")]) == 0
-        code = main(["run", str(config)])
-        assert main(["publish", str(config)]) == 0
-    out, err = capfd.readouterr()
-    assert code == 1  # the api model failed (401); the python model ran with its resolved token
+        prepared = _benchbridge("prepare", str(config), "--out", str(tmp_path / "prepared"))
+        assert prepared.returncode == 0, prepared.stderr
+        ran = _benchbridge("run", str(config))
+        published = _benchbridge("publish", str(config))
+        assert published.returncode == 0, published.stderr
+    out = prepared.stdout + ran.stdout + published.stdout
+    err = prepared.stderr + ran.stderr + published.stderr
+    code = ran.returncode
+    assert code == 1, err  # the api model failed (401); the python model ran with its resolved token
 
     db = load_config(config).results_db
     with sqlite3.connect(db) as conn:
