@@ -24,7 +24,7 @@ from bridges.frameworks import FRAMEWORKS, Bridge, RunContext
 from bridges.frameworks.processes import import_paths, log_excerpt, stopping_children_on_signals
 from bridges.frameworks.serving import run_service
 from bridges.models import ENV_LOADS, ENV_SESSION, LOADS_FILE, CacheReport, cache_report, configure_cache
-from bridges.records import Record, Sample, clip_error, failure, now_iso
+from bridges.records import Record, Sample, clip_error, now_iso
 from bridges.secrets import mask, scrub_tree, spec_secret_names
 
 if TYPE_CHECKING:
@@ -363,18 +363,7 @@ def run_framework(
     if error is not None:
         error = clip_error(mask(error))
         samples = []
-        records = [
-            failure(
-                run_id=ctx.run_id,
-                model=m.name,
-                framework=bridge.name,
-                framework_version=bridge.version(),
-                benchmark="*",
-                error=error,
-                config_hash=ctx.config_hash,
-            )
-            for m in config.models
-        ]
+        records = bridge.failed_everywhere(error, config.models)
     status = "failed" if error or any(r.status == "failed" for r in records) else "ok"
     if error is None and status == "failed":
         error = "; ".join(sorted({(r.error or "")[:300] for r in records if r.status == "failed"}))

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridges._errors import BenchbridgeError
 from bridges.executors import Executor, ExecutorSettings
-from bridges.records import Record, Sample, clip_error, failure, now_iso
+from bridges.records import Record, Sample, clip_error, now_iso
 
 if TYPE_CHECKING:
     from bridges._config import LoadedConfig
@@ -345,18 +345,7 @@ class RayExecutor(Executor):
             tries = self.settings.max_retries
             error = clip_error(f"executor ray: unit {unit.job.label} lost after {tries} retries: {cause}")
             bridge, ctx = unit.bridge, unit.bridge.ctx
-            records = [
-                failure(
-                    run_id=ctx.run_id,
-                    model=m.name,
-                    framework=bridge.name,
-                    framework_version=bridge.version(),
-                    benchmark="*",
-                    error=error,
-                    config_hash=ctx.config_hash,
-                )
-                for m in unit.job.config.models
-            ]
+            records = bridge.failed_everywhere(error, unit.job.config.models)
             from bridges._runner import manifest
 
             info = manifest(unit.job.config, bridge, ctx.run_id, unit.started, "failed", error)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict
 from bridges._config import LoadedConfig
 from bridges._errors import BenchbridgeError
 from bridges._registry import Registry
-from bridges.records import Record, Sample
+from bridges.models import ModelSpec
+from bridges.records import Record, Sample, failure
 from bridges.secrets import scrub_tree, spec_secret_names
 
 
@@ -133,6 +134,22 @@ class Bridge(ABC):
             "config_hash": self.ctx.config_hash,
         }
         return Record(**{**base, **fields})
+
+    def failed_everywhere(self, error: str, models: Iterable[ModelSpec]) -> list[Record]:
+        """One failed record per model standing for the whole framework (benchmark `*`): the framework
+        (or the unit running it) failed before it could say which benchmarks it would have scored."""
+        return [
+            failure(
+                run_id=self.ctx.run_id,
+                model=m.name,
+                framework=self.name,
+                framework_version=self.version(),
+                benchmark="*",
+                error=error,
+                config_hash=self.ctx.config_hash,
+            )
+            for m in models
+        ]
 
 
 # Third-party bridges: `@framework("name")`, or an entry point in the group "benchbridge.frameworks".
