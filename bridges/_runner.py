@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import json
 import os
@@ -267,13 +268,16 @@ def git_commit() -> str | None:
 
 
 def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str]:
-    versions = {}
-    for dist in (*KEY_PACKAGES, *extra):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return versions
+    """The installed versions of the key packages and `extra` (those not installed left out)."""
+    return {dist: v for dist in (*KEY_PACKAGES, *extra) if (v := _installed_version(dist)) is not None}
+
+
+@functools.cache  # once per process: reading dist metadata cost ~0.08 s per unit under load (Ray executor)
+def _installed_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 @dataclass

@@ -42,6 +42,7 @@ Refusals close the connection: the rest of an unread body is not worth draining.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -852,7 +853,52 @@ def base_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
 
-def _server(served: ServedModels, guards: Guards) -> uvicorn.Server:
+class _Server(uvicorn.Server):
+    """uvicorn's server, stopped promptly: `stop()` wakes its main loop (uvicorn polls `should_exit` every
+    0.1 s), and a shutdown with no request in flight skips uvicorn's fixed 0.1 s pause and 0.1 s polls
+    (~0.2 s per run's serving, paid per unit by the Ray executor). Requests still in flight get uvicorn's
+    own graceful shutdown (up to GRACEFUL_SHUTDOWN_S)."""
+
+    _wake: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
+        counter = 0
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.1)  # the tick uvicorn sleeps, cut short by stop()
+
+    def stop(self) -> None:
+        """Asks the server to exit (from any thread)."""
+        self.should_exit = True
+        loop, wake = self._loop, self._wake
+        if loop is not None and wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed: it has exited
+                loop.call_soon_threadsafe(wake.set)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()  # an idle keep-alive connection closes now; a busy one after its response
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 0.1
+        while (self.server_state.connections or self.server_state.tasks) and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        if self.server_state.connections or self.server_state.tasks:
+            await super().shutdown(sockets)  # still answering: uvicorn's graceful wait and its timeout
+            return
+        for server in self.servers:
+            await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+
+def _server(served: ServedModels, guards: Guards) -> _Server:
     config = uvicorn.Config(
         make_app(served, guards),
         http=_protocol_class(guards.body_timeout_s),
@@ -862,7 +908,7 @@ def _server(served: ServedModels, guards: Guards) -> uvicorn.Server:
         timeout_keep_alive=guards.keep_alive_timeout_s,  # type: ignore[arg-type]  # a float works (call_later)
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    return uvicorn.Server(config)
+    return _Server(config)
 
 
 @contextmanager
@@ -888,7 +934,7 @@ def serving(
     guards = Guards(api_key, max_body_bytes, body_timeout_s, keep_alive_timeout_s)
     sock = bind(host, port)
     served: ServedModels | None = None
-    server: uvicorn.Server | None = None
+    server: _Server | None = None
     thread: threading.Thread | None = None
     try:
         served = ServedModels([specs] if isinstance(specs, ModelSpec) else list(specs), lazy=lazy)
@@ -903,7 +949,7 @@ def serving(
         yield base_url(sock)
     finally:
         if server is not None:
-            server.should_exit = True
+            server.stop()
         if thread is not None:
             thread.join(timeout=30)
         sock.close()
