@@ -366,11 +366,14 @@ class ModelWorker:
         return batch
 
     def _loop(self) -> None:
+        # Stops that only cut the text (hf) are no setting of the generation: the layer cuts each answer.
+        cut_by_layer = self.model.stops_after_generation
         while (batch := self._next_batch()) is not None:
             # One generate call per group of identical settings: a backend applies one setting to a batch.
             groups: dict[ChatRequest, list[tuple[ChatRequest, Future[ChatResponse]]]] = {}
             for request, future in batch:
-                groups.setdefault(replace(request, messages=()), []).append((request, future))
+                setting = replace(request, messages=(), stop=None) if cut_by_layer else replace(request, messages=())
+                groups.setdefault(setting, []).append((request, future))
             for group in groups.values():
                 try:
                     answers = self.model.generate([request for request, _ in group])

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -295,6 +296,34 @@ def test_hf_model_answers_from_the_cache_without_loading(tiny_model_path: Path) 
     again = fresh(spec)
     assert again.generate(questions(5)) == first
     assert again._backend is None  # all five from the cache: the weights were never loaded
+
+
+def test_hf_requests_differing_only_in_their_stops_share_one_generation(tiny_model_path: Path) -> None:
+    # lm-eval asks with `until` stops, OpenCompass and OpenAI evals without: in parity mode the same
+    # conversation. An hf model generates the same tokens either way (stops only cut the text), so the
+    # layer asks once and cuts per request; the cut answers equal the backend's own with the stops.
+    spec = {"name": "tiny", "kind": "hf", "path": str(tiny_model_path), "batch_size": 1}
+    spec["generation"] = {"max_new_tokens": 8}
+    model = fresh(spec)
+    plain = [a.text for a in model.generate(questions(3))]
+    backend = model.backend
+    calls: list[int] = []
+    original = backend.generate
+
+    def counted(requests: list[ChatRequest]) -> list[ChatResponse]:
+        calls.append(len(requests))
+        return original(requests)
+
+    backend.generate = counted  # type: ignore[method-assign]
+    stops = [text[2:4] for text in plain]  # each answer's third and fourth characters: a cut that shows
+    assert all(len(s) == 2 for s in stops), plain
+    stopped = model.generate([replace(q, stop=(s,)) for q, s in zip(questions(3), stops, strict=True)])
+    assert calls == []  # every stopped request answered from the unstopped generation
+    assert [a.text for a in stopped] == [t[: t.index(s)] for t, s in zip(plain, stops, strict=True)]
+    direct = [
+        original([replace(q, max_new_tokens=8, stop=(s,))])[0].text for q, s in zip(questions(3), stops, strict=True)
+    ]
+    assert [a.text for a in stopped] == direct
 
 
 # --- concurrency, rate limits, retries ------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 from bridges._errors import BenchbridgeError
 from bridges.models._loads import note_load
 from bridges.models._spec import HFSpec
-from bridges.models._types import ChatRequest, ChatResponse, TokenLogprob
+from bridges.models._types import ChatRequest, ChatResponse, TokenLogprob, cut_at_stops
 
 
 def check_local_path(path: str, what: str) -> None:
@@ -124,6 +124,9 @@ def _log_prompts(path: Path, model: str, prompts: list[str], enc: Any) -> None:
 
 class HFBackend:
     batched = True
+    # Generation runs to max_new_tokens (or EOS) whatever the stops, which only cut the text: the layer asks
+    # without them, so requests differing only in their stops (lm-eval's `until`) share one generation.
+    stops_after_generation = True
 
     def __init__(self, spec: HFSpec) -> None:
         os.environ.setdefault("USE_TF", "0")  # evals installs tensorflow; importing it costs ~8 s
@@ -185,10 +188,7 @@ class HFBackend:
             ids_list = [int(t) for t in ids if int(t) != self.tokenizer.pad_token_id]
             if self.tokenizer.eos_token_id in ids_list:
                 ids_list = ids_list[: ids_list.index(self.tokenizer.eos_token_id)]
-            text = self.tokenizer.decode(ids_list, skip_special_tokens=True)
-            for s in req.stop or ():
-                if s and s in text:
-                    text = text[: text.index(s)]
+            text = cut_at_stops(self.tokenizer.decode(ids_list, skip_special_tokens=True), req.stop)
             logprobs = None
             if req.logprobs:
                 logprobs = []

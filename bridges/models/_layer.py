@@ -40,6 +40,7 @@ from bridges.models._types import (
     RetryableModelError,
     TokenLogprob,
     as_messages,
+    cut_at_stops,
 )
 
 __all__ = [
@@ -69,6 +70,9 @@ class Backend(Protocol):
     """
 
     batched: bool  # True: one call handles a batch (hf); False: one request per call, run concurrently
+    # Optional, default False. True: the stops do not change what is generated, only where the text is cut
+    # (hf), so the layer asks and caches each request without them and cuts the answer itself.
+    stops_after_generation: bool
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]: ...
 
@@ -117,6 +121,12 @@ class Model:
                 backend_cls = cast(Callable[[ModelSpec], Backend], import_target(target))
                 self._backend = backend_cls(self.spec)
             return self._backend
+
+    @property
+    def stops_after_generation(self) -> bool:
+        """The kind's backend class says so (read without building the backend: no model load)."""
+        backend_cls = import_target(MODEL_KINDS.get(self.spec.kind).backend)
+        return bool(getattr(backend_cls, "stops_after_generation", False))
 
     @property
     def fingerprint(self) -> str:
@@ -206,11 +216,15 @@ class Model:
     def generate(self, requests: Sequence[ChatRequest], progress: Progress | None = None) -> list[ChatResponse]:
         """Answers `requests` in order: from the cache where it can, from the model for the rest."""
         full = [self._complete_request(r) for r in requests]
-        keys = self.cache_keys(full)
+        # Stops that only cut the text: one generation (and cache entry) per conversation and settings, cut
+        # below per request at its stops, which is exactly what the backend answers when given them.
+        cut_here = self.stops_after_generation
+        asked = [replace(r, stop=()) if cut_here and r.stop else r for r in full]
+        keys = self.cache_keys(asked)
         cache = response_cache()
         answers = cache.get_many(keys)
         todo: dict[str, ChatRequest] = {}
-        for key, req in zip(keys, full, strict=True):
+        for key, req in zip(keys, asked, strict=True):
             if key not in answers:
                 todo.setdefault(key, req)
         wanted: dict[str, int] = {}
@@ -228,7 +242,10 @@ class Model:
             )
             cache.count(Usage(hits=len(keys) - len(todo), misses=len(todo), tokens_saved=saved))
             cache.flush(force=False)
-        return [answers[k] for k in keys]
+        return [
+            replace(answers[k], text=cut_at_stops(answers[k].text, r.stop)) if cut_here and r.stop else answers[k]
+            for k, r in zip(keys, full, strict=True)
+        ]
 
     def _answer_misses(
         self,

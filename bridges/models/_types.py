@@ -33,6 +33,14 @@ class ChatRequest:
         return [{"role": r, "content": c} for r, c in self.messages]
 
 
+def cut_at_stops(text: str, stops: Sequence[str] | None) -> str:
+    """The text up to the first occurrence of any stop sequence (OpenAI's `stop`: the stop is not kept)."""
+    for stop in stops or ():
+        if stop and stop in text:
+            text = text[: text.index(stop)]
+    return text
+
+
 @dataclass
 class TokenLogprob:
     token: str
