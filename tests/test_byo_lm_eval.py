@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,46 @@ def test_unknown_task_name_is_one_line_with_did_you_mean(tmp_path: Path, capsys:
     assert "frameworks.lm_eval.tasks[0]: 'team_capital' is no task or group in include_paths" in err
     assert "did you mean 'team_capitals'?" in err
     assert not (tmp_path / "out").exists() and not (tmp_path / "work").exists()
+
+
+def lm_eval_commands(readme: str) -> list[list[str]]:
+    """Every `lm_eval ...` command line of a README's sh blocks, continuation lines joined, as argv."""
+    joined = readme.replace("\\\n", " ")
+    return [shlex.split(line) for line in joined.splitlines() if line.startswith("lm_eval ")]
+
+
+def test_prepared_lm_eval_commands_name_the_team_folder_of_every_team_task(tmp_path: Path) -> None:
+    """The by-hand commands `prepare` writes find the team's tasks: lm-eval's own parser reads each one
+    (its one --include_path: a second would replace the first) and its task index holds every task named."""
+    from lm_eval._cli import HarnessCLI
+    from lm_eval.tasks import TaskManager
+
+    from tests.conftest import DATASETS
+
+    team = task_folder(tmp_path)
+    config = tmp_path / "team.yaml"
+    config.write_text(
+        f"name: team\nwork_dir: work\nprompt_mode: native\ndatasets:\n  - {{path: {DATASETS / 'qa_capitals'}}}\n"
+        f"models:\n  - {{name: tiny, kind: hf, path: {tmp_path}}}\n"
+        "  - {name: det, kind: python, target: tests._byo_models:Deterministic}\n"
+        "frameworks:\n  lm_eval:\n    include_paths: [team_tasks]\n    tasks: [team_capitals]\n",
+        encoding="utf-8",
+    )
+    assert main(["prepare", str(config), "--out", str(tmp_path / "out")]) == 0
+    tasks_dir = tmp_path / "out" / "lm_eval" / "tasks"
+    readme = (tasks_dir / "README.md").read_text(encoding="utf-8")
+    assert f"--include_path {team}" in readme
+    commands = lm_eval_commands(readme)
+    assert len(commands) == 4  # tiny's two (ours, the team's), and the two for any model
+    parser = HarnessCLI()._parser
+    found: dict[str, str] = {}
+    for argv in commands:
+        args = parser.parse_args(["run", *argv[1:]])
+        index = TaskManager(include_path=args.include_path, include_defaults=False).all_tasks
+        tasks = [args.tasks] if isinstance(args.tasks, str) else args.tasks  # lm-eval splits at commas
+        for name in (n for item in tasks for n in item.split(",")):
+            assert name in index, (name, args.include_path)
+            found[name] = args.include_path
+    assert found == {"bb_qa_capitals": str(tasks_dir), "team_capitals": str(team)}
+    job = json.loads((tmp_path / "out" / "lm_eval" / "jobs" / "tiny.json").read_text(encoding="utf-8"))
+    assert set(job["tasks"]) == set(found)  # the by-hand commands run what the run runs

@@ -52,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from bridges._errors import BenchbridgeError
 from bridges.datasets import Dataset, McqSample, QaSample
 from bridges.frameworks import Bridge, RunContext
-from bridges.frameworks.lm_eval.byo import check_task_folders
+from bridges.frameworks.lm_eval.byo import check_task_folders, task_names
 from bridges.frameworks.lm_eval.samples import read_samples, record_metric
 from bridges.frameworks.processes import child_env, excerpt, log_excerpt, run_child
 from bridges.models import HFSpec, ModelSpec, OpenAISpec
@@ -449,33 +449,56 @@ class LMEvalBridge(Bridge):
     def results_dir(out_dir: Path, model: str) -> Path:
         return out_dir / RESULTS_DIR / model
 
+    def include_runs(self, tasks_dir: Path, tasks: list[str]) -> list[tuple[Path, list[str]]]:
+        """(include folder, its tasks) per plain `lm_eval` command: lm-eval's CLI takes one `--include_path`
+        (a second replaces the first), so tasks from our folder and from a team's folders (`include_paths`)
+        are one command per folder. A team task goes with the last folder defining it, as when the worker
+        indexes them all; our tasks and lm-eval's built-in ones go with our folder."""
+        team = set(self.options.tasks)
+        runs: dict[Path, list[str]] = {}
+        ours = [name for name in tasks if name not in team]
+        if ours:
+            runs[tasks_dir] = ours
+        defined = [(folder, task_names(folder)) for folder in self.include_paths]
+        for name in (n for n in tasks if n in team):
+            folder = next(f for f, names in reversed(defined) if name in names)  # checked when the bridge was made
+            runs.setdefault(folder, []).append(name)
+        return list(runs.items())
+
     def cli_command(self, job: dict[str, Any], job_path: Path) -> str:
-        """The `lm_eval` command line equal to `job` (or the worker command for layer-backed models)."""
+        """The `lm_eval` command line(s) equal to `job` (or the worker command for layer-backed models)."""
         if job["model"] == PYTHON_LM:
             return f"{shlex.quote(sys.executable)} -m bridges.frameworks.lm_eval.worker {shlex.quote(str(job_path))}"
         native = self.natives[job["model_name"]]
         seed = job["seed"]
-        parts = [
-            "lm_eval",
-            f"--model {job['model']}",
-            f"--model_args {shlex.quote(native.cli_args())}",
-            f"--include_path {shlex.quote(job['include_path'])}",
-            f"--tasks {','.join(job['tasks'])}",
-            f"--batch_size {job['batch_size']}",
-            *([f"--device {job['device']}"] if job["device"] else []),
-            *(["--apply_chat_template"] if job["apply_chat_template"] else []),
-            *([f"--system_instruction {shlex.quote(job['system_instruction'])}"] if job["system_instruction"] else []),
-            f"--gen_kwargs {','.join(f'{k}={v}' for k, v in job['gen_kwargs'].items())}",
-            *([f"--limit {job['limit']}"] if job["limit"] else []),
-            f"--seed {seed},{seed},{seed},{seed}",
-            *(["--log_samples"] if job["log_samples"] else []),
-            f"--output_path {shlex.quote(job['output_path'])}",
-        ]
         env = " ".join(f"{k}=${v}" for k, v in native.env.items())
-        return (env + " " if env else "") + " \\\n    ".join(parts)
+        commands = []
+        for include, tasks in self.include_runs(Path(job["include_path"]), job["tasks"]):
+            parts = [
+                "lm_eval",
+                f"--model {job['model']}",
+                f"--model_args {shlex.quote(native.cli_args())}",
+                f"--include_path {shlex.quote(str(include))}",
+                f"--tasks {shlex.quote(','.join(tasks))}",
+                f"--batch_size {job['batch_size']}",
+                *([f"--device {job['device']}"] if job["device"] else []),
+                *(["--apply_chat_template"] if job["apply_chat_template"] else []),
+                *(
+                    [f"--system_instruction {shlex.quote(job['system_instruction'])}"]
+                    if job["system_instruction"]
+                    else []
+                ),
+                f"--gen_kwargs {','.join(f'{k}={v}' for k, v in job['gen_kwargs'].items())}",
+                *([f"--limit {job['limit']}"] if job["limit"] else []),
+                f"--seed {seed},{seed},{seed},{seed}",
+                *(["--log_samples"] if job["log_samples"] else []),
+                f"--output_path {shlex.quote(job['output_path'])}",
+            ]
+            commands.append((env + " " if env else "") + " \\\n    ".join(parts))
+        return "\n".join(commands)
 
     def _readme(self, tasks_dir: Path, commands: dict[str, str]) -> Path:
-        names = [p.name for plans in self.plans.values() for p in plans]
+        names = [p.name for plans in self.plans.values() for p in plans if p.variant != "generate_mcq"]
         lines = [
             "# lm-evaluation-harness tasks written by benchbridge",
             "",
@@ -487,6 +510,12 @@ class LMEvalBridge(Bridge):
                 for plans in self.plans.values()
                 for p in plans
             ],
+            *[f"- `{name}`: lm-eval's own task" for name in self.options.builtin_tasks],
+            *[
+                f"- `{name}`: your task, from `--include_path {shlex.quote(str(folder))}`"
+                for folder, names in self.include_runs(tasks_dir, list(self.options.tasks))
+                for name in names
+            ],
             "",
             "`bb_<dataset>` of an mcq dataset is `multiple_choice` (acc, acc_norm); `bb_<dataset>_gen` asks for",
             "the answer letter instead (for models that cannot score loglikelihoods, e.g. chat APIs).",
@@ -495,6 +524,9 @@ class LMEvalBridge(Bridge):
             "",
             "## Commands, one per model (exactly what `benchbridge run --only lm_eval` runs)",
             "",
+            "lm-eval's CLI takes one `--include_path`: where a model's tasks come from several folders (these",
+            "tasks and your own `include_paths`), it has one `lm_eval` command per folder.",
+            "",
         ]
         for model, command in commands.items():
             lines += [f"### {model}", "", "```sh", command, "```", ""]
@@ -502,8 +534,13 @@ class LMEvalBridge(Bridge):
             "To run every task on any lm-eval model by hand:",
             "",
             "```sh",
-            f"lm_eval --model hf --model_args pretrained=PATH --include_path {shlex.quote(str(tasks_dir))} \\",
-            f"    --tasks {','.join(n for n in names if not n.endswith('_gen'))} --log_samples --output_path out/",
+            *[
+                f"lm_eval --model hf --model_args pretrained=PATH --include_path {shlex.quote(str(folder))} \\\n"
+                f"    --tasks {shlex.quote(','.join(tasks))} --log_samples --output_path out/"
+                for folder, tasks in self.include_runs(
+                    tasks_dir, [*names, *self.options.builtin_tasks, *self.options.tasks]
+                )
+            ],
             "```",
             "",
             "Jobs for `python` models run through benchbridge's model layer, registered as the lm-eval",
