@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from bridges._errors import BenchbridgeError
 from bridges.scoring._base import Item, Metric, Score, Scorer
-from bridges.scoring.sandbox import Limits, network_isolated, run_test
+from bridges.scoring.sandbox import Limits, network_isolated, run_test, runs_as_own_uid
 
 _FENCE = re.compile(r"```(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
@@ -60,7 +60,10 @@ class PassAtK(Scorer):
         return [Metric(f"pass@{k}", 1.0, True) for k in sorted(set(self.options.k))]  # type: ignore[attr-defined]
 
     def fingerprint_parts(self) -> dict[str, Any]:
-        return {"network_namespace": network_isolated()}
+        parts: dict[str, Any] = {"network_namespace": network_isolated()}
+        if runs_as_own_uid():  # benchbridge is root: tests run as an unprivileged uid (a new sandbox, new identity)
+            parts["own_uid"] = True
+        return parts
 
     def score(self, items: list[Item]) -> list[Score]:
         opts: PassAtKOptions = self.options  # type: ignore[assignment]
