@@ -28,7 +28,7 @@ import fnmatch
 import functools
 import gc
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -129,6 +129,9 @@ class Cell:
     value_100: float | None = None
     record: Record | None = None  # the record shown; for folded subsets the latest of `parts`
     parts: list[Record] = field(default_factory=list)  # subset records folded into this cell
+    # A group's whole-benchmark record (OpenCompass's C-Eval average): its subsets' records of the same run,
+    # whose samples stand behind it when it has none of its own.
+    members: list[Record] = field(default_factory=list)
     reason: str | None = None  # one line: why failed or missing
     error: str | None = None  # the stored error excerpt of a failed cell
     attempts: int = 0  # records ever stored for this cell
@@ -397,6 +400,9 @@ def _cell(model: str, column: Column, ok: list[Record], failures: list[Record], 
         best_cell = _fold(model, column, ok, failures, attempts)
     elif best is not None:
         best_cell = Cell(model, column, "ok", best.value_100, record=best, attempts=attempts)
+        if not best.subset:
+            members = latest_per_cell(r for r in ok if r.subset and r.run_id == best.run_id)
+            best_cell.members = sorted(members.values(), key=lambda r: r.subset)
         counts = invalid_counts(best)
         if counts:
             best_cell.n_invalid, best_cell.n_graded = counts
@@ -618,11 +624,16 @@ def sample_key(record: Record) -> SampleKey:
     return (record.run_id, record.model, record.framework, record.benchmark, record.subset)
 
 
-def shown_records(cell: Cell) -> list[Record]:
-    """The records whose samples stand behind a cell's value (the folded subsets' records, or its one)."""
+def shown_records(cell: Cell, sampled: Container[SampleKey] | None = None) -> list[Record]:
+    """The records whose samples stand behind a cell's value (the folded subsets' records, or its one; a
+    group's record without samples in `sampled`, the keys with samples, its members)."""
     if cell.status != "ok" or cell.record is None:
         return []
-    return list(cell.parts) if cell.parts else [cell.record]
+    if cell.parts:
+        return list(cell.parts)
+    if cell.members and (sampled is None or sample_key(cell.record) not in sampled):
+        return list(cell.members)
+    return [cell.record]
 
 
 def add_statistics(board: Board, samples: Iterable[SampleScores] = ()) -> None:
@@ -632,14 +643,15 @@ def add_statistics(board: Board, samples: Iterable[SampleScores] = ()) -> None:
     for s in samples:
         by_key.setdefault((s.run_id, s.model, s.framework, s.benchmark, s.subset), []).append(s)
     for cell in board.cells():
-        records = shown_records(cell)
+        records = shown_records(cell, by_key)
+        by_subset = not cell.column.subset and any(r.subset for r in records)  # folded subsets or a group's
         for record in records:
             for s in by_key.get(sample_key(record), ()):
                 value = s.scores.get(cell.column.metric)
                 if value is not None:
-                    sid = f"{record.subset}/{s.sample_id}" if cell.parts else s.sample_id
+                    sid = f"{record.subset}/{s.sample_id}" if by_subset else s.sample_id
                     cell.scores[sid] = float(value)
-                    cell.groups[sid] = s.group or (record.subset or None if cell.parts else None)
+                    cell.groups[sid] = s.group or (record.subset or None if by_subset else None)
         rec = cell.record
         # The framework's stderr, unless it is a degenerate 0 that the samples can do better than (lm-eval
         # reports stderr 0 for 0 of 8 right: a [0, 0] interval would claim certainty n=8 cannot give).

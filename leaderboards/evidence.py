@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bridges import BenchbridgeError
+from bridges.frameworks.openai_evals.samples import INVALID_CHOICE
 from bridges.records import Record, Sample
 from leaderboards.store import ResultsStore, latest_per_cell
 
@@ -33,11 +34,24 @@ CAUSE_UNCOMPARABLE = "different output; inputs not comparable (rendered text vs 
 def status(sample: Sample | dict[str, Any], metric: str) -> Status:
     data = sample.model_dump() if isinstance(sample, Sample) else sample
     score = (data.get("scores") or {}).get(metric)
-    if data.get("invalid"):
+    if data.get("invalid") and _invalid_for(data, metric):
         return "invalid"
     if score is None:
         return "unscored"
     return "right" if score >= 1.0 else "wrong" if score <= 0.0 else "partial"
+
+
+def _invalid_for(data: dict[str, Any], metric: str) -> bool:
+    """Whether a sample's invalid flag belongs to `metric`. OpenAI evals' samples hold every scoring method of
+    one dataset (`extra.methods`, metrics named `<method>_<key>`) and are invalid when any method's grade
+    was: a judge's unparsed grade (fact) is no invalid answer in match, which scored the same output."""
+    methods = (data.get("extra") or {}).get("methods")
+    if not isinstance(methods, dict) or len(methods) < 2:
+        return True
+    owner = max((m for m in methods if metric.startswith(f"{m}_")), key=len, default=None)
+    if owner is None or not isinstance(methods[owner], dict):
+        return True
+    return methods[owner].get("choice") == INVALID_CHOICE
 
 
 @dataclass
@@ -50,21 +64,42 @@ class CellSamples:
     samples: list[Sample]
 
 
+def primary_metrics(records: Iterable[Record]) -> list[str]:
+    """The metrics of a cell's records the board makes columns of (several for OpenAI evals' scoring methods
+    of one dataset: match, includes, fuzzy_match), else every metric they have."""
+    records = list(records)
+    return sorted({r.metric for r in records if r.primary}) or sorted({r.metric for r in records})
+
+
 def shown_records(store: ResultsStore, model: str, framework: str, benchmark: str, metric: str | None) -> list[Record]:
-    """The latest successful record per subset of a cell (its primary metric unless `metric`)."""
+    """The records whose samples stand behind a cell (its primary metric unless `metric`): the latest
+    successful record per subset. A whole-benchmark record without samples of its own (a group's average,
+    such as OpenCompass's C-Eval over its subjects) stands for its subsets' records of the same run."""
     found = store.history(model=model, framework=framework, benchmark=benchmark, status="ok")
     if not found:
         _unknown(store, model, framework, benchmark)
     metrics = sorted({r.metric for r in found})
     if metric is None:
-        primary = sorted({r.metric for r in found if r.primary}) or metrics
+        primary = primary_metrics(found)
+        if len(primary) > 1:  # one column each on the board: opening "the" cell would pick one silently
+            raise BenchbridgeError(
+                f"--metric: {framework} shows {len(primary)} columns for {model} on {benchmark}; "
+                f"name one of {', '.join(primary)}"
+            )
         metric = primary[0]
     elif metric not in metrics:
         raise BenchbridgeError(
             f"--metric: {framework} wrote no {metric!r} for {model} on {benchmark} ({', '.join(metrics)})"
         )
-    chosen = [r for r in latest_per_cell(r for r in found if r.metric == metric).values() if r.status == "ok"]
+    of_metric = [r for r in found if r.metric == metric]
+    chosen = [r for r in latest_per_cell(of_metric).values() if r.status == "ok"]
     whole = [r for r in chosen if not r.subset]
+    if len(whole) == 1 and not store.samples(
+        model=model, framework=framework, benchmark=benchmark, subset="", run_id=whole[0].run_id
+    ):
+        members = latest_per_cell(r for r in of_metric if r.subset and r.run_id == whole[0].run_id)
+        if members:
+            return sorted(members.values(), key=lambda r: r.subset)
     return whole or sorted(chosen, key=lambda r: r.subset)
 
 
@@ -175,7 +210,17 @@ def framework_cells(store: ResultsStore, model: str, benchmark: str) -> list[Cel
     frameworks = sorted({r.framework for r in store.history(model=model, benchmark=benchmark, status="ok")})
     if not frameworks:
         _unknown(store, model, next(iter(frameworks), ""), benchmark)
-    cells = [cell_samples(store, model, fw, benchmark) for fw in frameworks]
+    # A framework showing several columns here (OpenAI evals' methods) is lined up by its first metric.
+    cells = [
+        cell_samples(
+            store,
+            model,
+            fw,
+            benchmark,
+            primary_metrics(store.history(model=model, framework=fw, benchmark=benchmark, status="ok"))[0],
+        )
+        for fw in frameworks
+    ]
     return [c for c in cells if c.samples]
 
 
@@ -210,7 +255,7 @@ def samples_table(cell: CellSamples, samples: list[Sample]) -> Any:
     for s in samples:
         score = s.scores.get(cell.metric)
         table.add_row(
-            Text(s.sample_id),
+            Text(f"{s.subset}/{s.sample_id}" if s.subset else s.sample_id),  # a group's samples: by subject
             Text(status(s, cell.metric)),
             Text("" if score is None else f"{score:g}"),
             Text(_clip(s.input_text)),

@@ -668,7 +668,9 @@ def cell_files(board: Board, by_run: dict[tuple[str, str, str], list[dict[str, A
             cell = row.cells[column.id]
             p = provenance[(row.model, column.id)]
             found = []
-            for record in shown_records(cell):
+            records = shown_records(cell, samples)
+            by_subset = not column.subset and any(r.subset for r in records)  # folded subsets or a group's
+            for record in records:
                 for s in samples.get(sample_key(record), ()):
                     raw = s.get("prompt")
                     if raw is None:
@@ -676,7 +678,7 @@ def cell_files(board: Board, by_run: dict[tuple[str, str, str], list[dict[str, A
                     score = (s.get("scores") or {}).get(column.metric)
                     found.append(
                         [
-                            f"{record.subset}/{s['sample_id']}" if cell.parts else s["sample_id"],
+                            f"{record.subset}/{s['sample_id']}" if by_subset else s["sample_id"],
                             status(s, column.metric),
                             score,
                             inputs.setdefault(raw, len(inputs)),
@@ -684,7 +686,7 @@ def cell_files(board: Board, by_run: dict[tuple[str, str, str], list[dict[str, A
                             s.get("extracted") or "",
                             " | ".join(str(r) for r in s.get("references") or []),
                             _judge_text(s.get("judge")),
-                            s.get("group") or (record.subset if cell.parts else "") or "",
+                            s.get("group") or (record.subset if by_subset else "") or "",
                         ]
                     )
             rows[row.model] = {
