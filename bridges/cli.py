@@ -164,7 +164,7 @@ def records_table(outcome: RunOutcome) -> Table:
                 r.framework,
                 r.model,
                 r.benchmark + (f"/{r.subset}" if r.subset else ""),
-                r.metric,
+                r.metric + (f"\nscorer {r.extra['scorer']}" if r.extra.get("scorer") else ""),  # as on the board
                 value,
                 r.status if r.status == "ok" else f"failed: {(r.error or '')[:80]}",
             )

@@ -832,7 +832,18 @@ TERMINAL_ROWS = 200
 
 def _header_lines(board: Board, column: Column) -> list[str]:
     marker = "" if column.id in board.average_over else " (not averaged)"
-    return [column.framework, column.benchmark_label, f"{column.metric_label}{marker}"]
+    # Which scorer setup made the values (bridges.scoring: `judge/1+<hash of options, rubric, judge>`), as the
+    # page's and the CSV's version column say: a rescore with an edited rubric shows here as a new identity.
+    scorers = sorted(
+        {
+            str(cell.record.extra["scorer"])
+            for row in board.rows
+            if (cell := row.cells[column.id]).status == "ok" and cell.record and cell.record.extra.get("scorer")
+        }
+    )
+    return [column.framework, column.benchmark_label, f"{column.metric_label}{marker}"] + (
+        [f"scorer {', '.join(scorers)}"] if scorers else []
+    )
 
 
 def rich_table(board: Board, width: int = 120) -> Table:
