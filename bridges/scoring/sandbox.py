@@ -12,8 +12,13 @@ Each test is its own child process (so one test's infinite loop or crash fails t
   given to that uid, files root alone may read or write (a 0700 home, the response cache under it) are
   refused by the kernel, and a fork bomb stops at RLIMIT_NPROC. Each child gets a different uid from a
   range no account uses, so one test's processes count against its own limit only, and every process of
-  that uid is killed afterwards, even one that left the process group. As a non-root user the child
-  keeps the user's uid (the kernel already enforces the limits);
+  that uid is killed afterwards, even one that left the process group. When the interpreter sits under
+  a folder that uid may not enter (pyenv in a 0700 /root), the child gets a mount namespace in which
+  that folder is an empty tmpfs with only the interpreter's folders bound back in: the rest of that home
+  is not even visible. Where root may not make namespaces (a container without CAP_SYS_ADMIN) the child
+  only drops the uid, and if the interpreter is then out of its reach it runs as root as before (the
+  audit hook alone; `pass_at_k`'s identity says which). As a non-root user the child keeps the user's
+  uid (the kernel already enforces the limits);
 - a wall-clock timeout, after which the child's whole process group is killed;
 - no network: a new, empty network namespace (only a loopback that is down). As root it is made in the
   child itself (no user namespace); otherwise, where the kernel allows unprivileged user namespaces,
