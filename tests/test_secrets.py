@@ -165,13 +165,13 @@ def write_config(tmp_path: Path, base_url: str) -> Path:
     return path
 
 
-@pytest.mark.framework
 def _benchbridge(*args: str) -> subprocess.CompletedProcess[str]:
     """A real `benchbridge` process, as a user's terminal sees it (and free of pytest's capture)."""
     argv = [sys.executable, "-m", "bridges.cli", *args]
     return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
 
 
+@pytest.mark.framework  # runs lm-eval and OpenAI evals for real: the full tier
 def test_no_planted_secret_in_any_file_or_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("MY_SECRET_TOKEN", TOKEN)
