@@ -41,6 +41,7 @@ from bridges.models import (
 )
 from bridges.models._cache import ENV_DISABLED, ENV_PATH, ENV_SESSION
 from bridges.models._limits import TokenBucket
+from bridges.models._types import cut_at_stops
 from tests._layer_models import read_log
 from tests.conftest import ROOT
 
@@ -324,6 +325,19 @@ def test_hf_requests_differing_only_in_their_stops_share_one_generation(tiny_mod
         original([replace(q, max_new_tokens=8, stop=(s,))])[0].text for q, s in zip(questions(3), stops, strict=True)
     ]
     assert [a.text for a in stopped] == direct
+
+
+def test_stops_cut_at_the_earliest_match_and_unseeded_draws_keep_their_own_keys(tiny_model_path: Path) -> None:
+    assert cut_at_stops("abc", ("c", "bc")) == "a"  # the earliest match, whatever the stops' order
+    assert cut_at_stops("abc", ("", "x")) == "abc"
+    # Unseeded sampling: each request is its own draw. Requests differing only in their stops keep separate keys,
+    # so a rerun in another order replays each one's own draw (a shared key would hand out draws by position).
+    spec = {"name": "tiny", "kind": "hf", "path": str(tiny_model_path), "batch_size": 1}
+    spec["generation"] = {"max_new_tokens": 6, "temperature": 1.0}
+    a, b = (ChatRequest((("user", "same question"),), stop=(stop,)) for stop in ("\x00a", "\x00b"))
+    first = [r.text for r in fresh(spec).generate([a, b])]
+    assert first[0] != first[1], first  # two draws
+    assert [r.text for r in fresh(spec).generate([b, a])] == [first[1], first[0]]
 
 
 # --- concurrency, rate limits, retries ------------------------------------------------------------

@@ -90,6 +90,10 @@ def tokens_of(req: ChatRequest, resp: ChatResponse) -> int:
     return used or (sum(len(c) for _, c in req.messages) + len(resp.text)) // 4
 
 
+def _unseeded_sampling(req: ChatRequest) -> bool:
+    return (req.temperature or 0) > 0 and req.seed is None
+
+
 def with_system_prompt(messages: Messages, system_prompt: str) -> Messages:
     """The model's system prompt first; a dataset's own system turn follows it in the same message.
 
@@ -181,7 +185,7 @@ class Model:
             fields_set = {k: getattr(req, k) for k, d in _REQUEST_DEFAULTS.items() if getattr(req, k) != d}
             payload = json.dumps({**prefix, "messages": req.messages, **fields_set}, sort_keys=True)
             key = hashlib.sha256(payload.encode()).hexdigest()
-            if (req.temperature or 0) > 0 and req.seed is None:
+            if _unseeded_sampling(req):
                 draw = draws.get(key, 0)
                 draws[key] = draw + 1
                 if draw:
@@ -218,8 +222,10 @@ class Model:
         full = [self._complete_request(r) for r in requests]
         # Stops that only cut the text: one generation (and cache entry) per conversation and settings, cut
         # below per request at its stops, which is exactly what the backend answers when given them.
+        # Not for unseeded sampling: each such request is its own draw (numbered per key), and requests differing
+        # only in their stops sharing a key would take each other's draws depending on their order.
         cut_here = self.stops_after_generation
-        asked = [replace(r, stop=()) if cut_here and r.stop else r for r in full]
+        asked = [replace(r, stop=()) if cut_here and r.stop and not _unseeded_sampling(r) else r for r in full]
         keys = self.cache_keys(asked)
         cache = response_cache()
         answers = cache.get_many(keys)
@@ -243,8 +249,8 @@ class Model:
             cache.count(Usage(hits=len(keys) - len(todo), misses=len(todo), tokens_saved=saved))
             cache.flush(force=False)
         return [
-            replace(answers[k], text=cut_at_stops(answers[k].text, r.stop)) if cut_here and r.stop else answers[k]
-            for k, r in zip(keys, full, strict=True)
+            replace(answers[k], text=cut_at_stops(answers[k].text, r.stop)) if a is not r else answers[k]
+            for k, r, a in zip(keys, full, asked, strict=True)
         ]
 
     def _answer_misses(

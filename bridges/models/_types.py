@@ -34,11 +34,9 @@ class ChatRequest:
 
 
 def cut_at_stops(text: str, stops: Sequence[str] | None) -> str:
-    """The text up to the first occurrence of any stop sequence (OpenAI's `stop`: the stop is not kept)."""
-    for stop in stops or ():
-        if stop and stop in text:
-            text = text[: text.index(stop)]
-    return text
+    """The text up to the earliest occurrence of any stop sequence (OpenAI's `stop`: the stop is not kept)."""
+    found = [text.find(stop) for stop in stops or () if stop]
+    return text[: min((i for i in found if i >= 0), default=len(text))]
 
 
 @dataclass
