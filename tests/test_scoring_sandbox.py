@@ -9,6 +9,7 @@ what happens next is the kernel's doing alone.
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -103,3 +104,26 @@ assert fd == -1 and ctypes.get_errno() == errno.EACCES, (fd, ctypes.get_errno())
     result = run_test(program, Limits(timeout_s=5))
     assert result.passed, result.reason
     assert not target.exists() and secret.read_text("utf-8") == "token"
+
+
+def test_a_real_time_signal_fails_that_test_only() -> None:
+    # A signal without a name in the signal module (SIGRTMIN+n) used to raise ValueError out of run_test,
+    # ending the whole scorer instead of failing this one test.
+    result = run_test("import signal\nsignal.raise_signal(signal.SIGRTMIN + 6)\n", Limits(timeout_s=5))
+    assert not result.passed
+    number = int(signal.SIGRTMIN) + 6
+    assert result.reason == f"signal {number} (signal {number})"
+
+
+def test_what_the_test_leaves_in_shared_temp_folders_is_removed() -> None:
+    # Files the test's uid writes to /tmp or /dev/shm would outlive it (RAM in /dev/shm; a well-known path root
+    # uses later; a later test reusing the uid). Written past the audit hook: only the cleanup removes them.
+    name = "bb-left-" + uuid.uuid4().hex[:12]
+    program = HOOK_OFF + "".join(
+        f"open({folder + '/' + name!r}, 'w').write('x')\nos.mkdir({folder + '/' + name + '.d'!r})\n"
+        for folder in ("/tmp", "/dev/shm")
+    )
+    result = run_test(program, Limits(timeout_s=5))
+    assert result.passed, result.reason
+    left = [p for folder in ("/tmp", "/dev/shm") for p in Path(folder).glob(name + "*")]
+    assert left == []

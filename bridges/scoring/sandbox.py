@@ -12,7 +12,8 @@ Each test is its own child process (so one test's infinite loop or crash fails t
   given to that uid, files root alone may read or write (a 0700 home, the response cache under it) are
   refused by the kernel, and a fork bomb stops at RLIMIT_NPROC. Each child gets a different uid from a
   range no account uses, so one test's processes count against its own limit only, and every process of
-  that uid is killed afterwards, even one that left the process group. When the interpreter sits under
+  that uid is killed afterwards, even one that left the process group, and what it left at the top of /tmp,
+  /var/tmp and /dev/shm is removed. When the interpreter sits under
   a folder that uid may not enter (pyenv in a 0700 /root), the child gets a mount namespace in which
   that folder is an empty tmpfs with only the interpreter's folders bound back in: the rest of that home
   is not even visible. Where root may not make namespaces (a container without CAP_SYS_ADMIN) the child
@@ -37,6 +38,7 @@ sources in a container or VM as well.
 from __future__ import annotations
 
 import ctypes
+import errno
 import functools
 import itertools
 import os
@@ -115,10 +117,11 @@ class TestResult:
     reason: str = ""  # why it failed: the exception's last line, "timeout", "killed by SIGXFSZ"...
 
 
-# Uids (and gids) for children when benchbridge is root: far above any account's or a container runtime's
-# subordinate ranges, below 2**31. A child's uid is this + (the parent's pid mod 2**16) * 256 + a counter mod 256:
-# distinct for the children of one process running at once, reused only after its processes were killed.
-SANDBOX_UID_BASE = 1_500_000_000
+# Uids (and gids) for children when benchbridge is root: above any account's or a container runtime's
+# subordinate ranges, below 2**31. A child's uid is this + the parent's pid * 256 + a counter mod 256 (pids are
+# below 2**22, Linux's largest pid_max): distinct between processes, and for the children of one process running
+# at once, reused only after its processes were killed.
+SANDBOX_UID_BASE = 1_000_000_000
 _UIDS = itertools.count()
 _TRUE = shutil.which("true") or "/bin/true"
 # <sched.h>, <sys/mount.h>, <linux/prctl.h>
@@ -128,7 +131,7 @@ _PR_SET_NO_NEW_PRIVS = 38
 
 
 def _sandbox_uid() -> int:
-    return SANDBOX_UID_BASE + ((os.getpid() & 0xFFFF) << 8) + (next(_UIDS) & 0xFF)
+    return SANDBOX_UID_BASE + (os.getpid() << 8) + (next(_UIDS) & 0xFF)
 
 
 @functools.cache
@@ -223,8 +226,9 @@ def _enter(iso: _Isolation, uid: int | None, stage: str) -> None:
         _check(_libc().unshare(_CLONE_NEWNET), "unshare(CLONE_NEWNET)")
     if uid is not None:
         _become(uid)
-    # No set-user-ID program (su, mount...) gives the child back the privileges it just dropped.
-    _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+        # No set-user-ID program (su, mount...) gives the child back the privileges it just dropped. (Only here:
+        # as a user, no_new_privs could keep `unshare` from the profile that lets it make a user namespace.)
+        _check(_libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(PR_SET_NO_NEW_PRIVS)")
 
 
 def _probe(cmd: list[str], preexec: Callable[[], object] | None) -> bool:
@@ -339,21 +343,24 @@ def run_test(program: str, limits: Limits = Limits()) -> TestResult:
             )
         except (OSError, subprocess.SubprocessError) as exc:
             who = f"as uid {uid}" if uid is not None else "as this user"
-            raise BenchbridgeError(
-                f"sandbox: cannot start a test process {who}: {exc}; the interpreter {sys.executable} and its "
-                "folders must be readable and executable by other users"
-            ) from None
+            hint = ""
+            if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.ENOENT, errno.EPERM):
+                hint = f"; the interpreter {sys.executable} and its folders must be readable and executable by others"
+            raise BenchbridgeError(f"sandbox: cannot start a test process {who}: {exc}{hint}") from None
         try:
             try:
                 code = proc.wait(timeout=limits.timeout_s)
             except subprocess.TimeoutExpired:
                 return TestResult(False, f"timeout after {limits.timeout_s:g} s")
         finally:
-            _kill(proc, uid)  # anything the test left behind: its group, and every process of its uid
+            _kill(proc, uid, tmp)  # anything the test left behind: its group, and every process of its uid
         if code == 0:
             return TestResult(True)
         if code < 0:
-            name = signal.Signals(-code).name
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:  # a real-time signal (SIGRTMIN+n) has no name
+                name = f"signal {-code}"
             why = {"SIGXCPU": "CPU time limit", "SIGXFSZ": "output size limit", "SIGKILL": "killed"}.get(name, name)
             return TestResult(False, f"{why} ({name})")
         return TestResult(False, _tail(err) or f"exit status {code}")
@@ -374,13 +381,39 @@ def _kill_uid(uid: int) -> None:
     _probe([_TRUE], helper)
 
 
-def _kill(proc: subprocess.Popen[bytes], uid: int | None) -> None:
+# World-writable folders a test's uid may have written to outside its own directory.
+_SHARED_TMP = ("/tmp", "/var/tmp", "/dev/shm")
+
+
+def _remove_owned_by(uid: int, keep: str) -> None:
+    """Removes what `uid` left at the top of the shared temporary folders (after its processes are killed),
+    except `keep` (the test's own directory, removed by its owner): a later test reusing the uid, or root
+    creating a well-known path there, finds nothing of it."""
+    for folder in _SHARED_TMP:
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.path == keep or entry.stat(follow_symlinks=False).st_uid != uid:
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path, ignore_errors=True)  # rmtree does not follow symlinks
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                continue
+
+
+def _kill(proc: subprocess.Popen[bytes], uid: int | None, own_dir: str) -> None:
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     if uid is not None:
         _kill_uid(uid)
+        _remove_owned_by(uid, own_dir)
     try:
         proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
