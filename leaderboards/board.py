@@ -35,7 +35,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bridges import BenchbridgeError
 from bridges.records import Record
-from leaderboards.stats import Z95, Interval, Paired, RankRange, paired, rank_ranges, sample_interval, stderr_interval
+from leaderboards.stats import (
+    Z95,
+    Interval,
+    Paired,
+    RankRange,
+    paired,
+    rank_ranges,
+    sample_interval,
+    stderr_interval,
+    stratified_interval,
+)
 from leaderboards.store import ResultsStore, SampleScores, latest_per_cell
 
 if TYPE_CHECKING:
@@ -645,11 +655,13 @@ def add_statistics(board: Board, samples: Iterable[SampleScores] = ()) -> None:
     for cell in board.cells():
         records = shown_records(cell, by_key)
         by_subset = not cell.column.subset and any(r.subset for r in records)  # folded subsets or a group's
+        strata: list[str] = []
         for record in records:
             for s in by_key.get(sample_key(record), ()):
                 value = s.scores.get(cell.column.metric)
                 if value is not None:
                     sid = f"{record.subset}/{s.sample_id}" if by_subset else s.sample_id
+                    strata.append(record.subset)
                     cell.scores[sid] = float(value)
                     cell.groups[sid] = s.group or (record.subset or None if by_subset else None)
         rec = cell.record
@@ -661,6 +673,13 @@ def add_statistics(board: Board, samples: Iterable[SampleScores] = ()) -> None:
             cell.interval = stderr_interval(rec.value / rec.scale, rec.stderr / rec.scale, cell.n)
         elif cell.scores:
             cell.interval = sample_interval(list(cell.scores.values()), list(cell.groups.values()))
+            if by_subset and rec is not None and rec.value is not None and cell.interval is not None:
+                # A group's value is its framework's unweighted mean of subset means: with subsets of unequal
+                # size the pooled samples' mean is another number, so the interval is the stratified one.
+                stratified = stratified_interval(list(cell.scores.values()), strata)
+                shown = rec.value / rec.scale
+                if stratified is not None and abs(stratified.mean - shown) < abs(cell.interval.mean - shown):
+                    cell.interval = stratified
     _rank_ranges(board)
 
 
@@ -862,6 +881,7 @@ def rich_table(board: Board, width: int = 120) -> Table:
         3 + max([len(h), *(len(t[i]) for t in texts)])  # no rows (a run with `models: []`): the header
         for i, h in enumerate(["rank", "model", "average", "cov"] + [""] * len(board.columns))
     ) + sum(max(len(line) for line in _header_lines(board, c)) for c in board.columns)
+
     def shown(cell: Cell) -> Text:
         """The value, and under it its 95% interval and n (dim)."""
         text = Text(cell.text, style=STYLES[cell.status])

@@ -39,7 +39,7 @@ class Interval:
     low: float
     high: float
     se: float | None
-    method: str  # "framework stderr" | "wilson" | "clustered" | "bootstrap"
+    method: str  # "framework stderr" | "wilson" | "clustered" | "bootstrap" | "stratified"
     clusters: int | None = None
 
     def scaled(self, factor: float = 100.0) -> tuple[float, float]:
@@ -128,6 +128,24 @@ def sample_interval(scores: Sequence[float], groups: Sequence[str | None] | None
         return Interval(n, mean, low, high, math.sqrt(mean * (1 - mean) / n), "wilson")
     low, high, se = bootstrap(values)
     return Interval(n, mean, low, high, se, "bootstrap")
+
+
+def stratified_interval(scores: Sequence[float], strata: Sequence[str]) -> Interval | None:
+    """The interval of an unweighted mean of stratum means (OpenCompass's C-Eval average of its subjects), from
+    the samples of each stratum: mean of means, SE = sqrt(sum of var_s / n_s) / k (var_s with ddof=1)."""
+    values = np.asarray(scores, dtype=float)
+    if len(values) == 0 or len(strata) != len(values):
+        return None
+    _, index = np.unique(np.asarray(strata, dtype=object).astype(str), return_inverse=True)
+    means, variances = [], []
+    for s in range(int(index.max()) + 1):
+        part = values[index == s]
+        means.append(float(part.mean()))
+        variances.append(float(part.var(ddof=1)) / len(part) if len(part) > 1 else 0.0)
+    k = len(means)
+    mean = float(np.mean(means))
+    se = math.sqrt(sum(variances)) / k
+    return Interval(len(values), mean, _clip(mean - Z95 * se), _clip(mean + Z95 * se), se, "stratified", k)
 
 
 def stderr_interval(mean: float, stderr: float, n: int | None) -> Interval:

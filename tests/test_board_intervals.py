@@ -27,12 +27,26 @@ def _store(tmp_path: Path) -> ResultsStore:
         # OpenCompass's group average: a value, no stderr, no samples
         group = sample_record(run, T, "opencompass", model, "ceval", "accuracy", 25.0)
         samples = [
-            Sample(run_id=run, model=model, framework="lm_eval", benchmark="qa", sample_id=f"q{i}",
-                   output="x", scores={"exact_match": 0.0})
+            Sample(
+                run_id=run,
+                model=model,
+                framework="lm_eval",
+                benchmark="qa",
+                sample_id=f"q{i}",
+                output="x",
+                scores={"exact_match": 0.0},
+            )
             for i in range(8)
         ] + [
-            Sample(run_id=run, model=model, framework="openai_evals", benchmark="mcq", sample_id=f"m{i}",
-                   output="x", scores={"match_accuracy": float(r)})
+            Sample(
+                run_id=run,
+                model=model,
+                framework="openai_evals",
+                benchmark="mcq",
+                sample_id=f"m{i}",
+                output="x",
+                scores={"match_accuracy": float(r)},
+            )
             for i, r in enumerate(right)
         ]
         for framework, records in (("lm_eval", [zero]), ("openai_evals", [mcq]), ("opencompass", [group])):
@@ -55,3 +69,37 @@ def test_a_column_without_interval_does_not_hide_the_rank_range(tmp_path: Path) 
     ranges = [(r.rank_range.best, r.rank_range.worst) for r in board.rows if r.rank_range is not None]
     assert ranges == [(1, 2), (1, 2)]  # 3 of 8 vs 2 of 8: not separable
     assert "vs default" in (board.rows[0].versus_next or "")
+
+
+def test_a_group_of_unequal_subjects_gets_the_interval_of_its_unweighted_average(tmp_path: Path) -> None:
+    # OpenCompass's C-Eval group is the plain mean of its subjects' accuracies. Subject a: 10 of 10 right;
+    # subject b: 0 of 90. The cell shows 50.00; the pooled samples' mean is 10 %, an interval about another number.
+    store = ResultsStore(tmp_path / "results.sqlite")
+    run = "run-unequal"
+    group = sample_record(run, T, "opencompass", "m", "ceval", "accuracy", 50.0)
+    subjects = [
+        sample_record(run, T, "opencompass", "m", "ceval", "accuracy", value, subset=subset)
+        for subset, value in (("a", 100.0), ("b", 0.0))
+    ]
+    samples = [
+        Sample(
+            run_id=run,
+            model="m",
+            framework="opencompass",
+            benchmark="ceval",
+            subset=subset,
+            sample_id=f"{subset}{i}",
+            output="x",
+            scores={"accuracy": float(right)},
+        )
+        for subset, n, right in (("a", 10, 1), ("b", 90, 0))
+        for i in range(n)
+    ]
+    store.add_run(manifest_for(run, "opencompass", [group, *subjects]), [group, *subjects], samples)
+    board = open_board(store)
+    cell = board.cell("m", next(c.id for c in board.columns if not c.subset))
+    assert cell.value_100 == 50.0 and cell.n == 100
+    assert cell.interval is not None and cell.interval.method == "stratified"
+    assert cell.interval.mean == pytest.approx(0.5)  # centred on what the cell shows, not on the pooled 0.1
+    # both subjects have no spread: the unweighted average of 1.0 and 0.0 is known exactly from them
+    assert (cell.interval.low, cell.interval.high) == pytest.approx((0.5, 0.5))
