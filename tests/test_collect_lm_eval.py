@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bridges.records import ERROR_CHARS
+from bridges.records import ERROR_CHARS, Record
 from tests._native import Native, native_run
 
 STAMP = "2026-11-30T00-00-00.000000"
@@ -90,3 +90,36 @@ def test_without_any_output_the_failure_says_nothing_ran(native: Native) -> None
         f"lm-eval task {t}: no result (nothing ran; expected lm-eval's results_*.json in {folder})"
         for t in ("bb_qa_capitals", "bb_mcq_science_en_gen", "bb_qa_zh", "bb_ceval_mini_gen")
     }
+
+
+def test_results_split_over_several_files_are_all_collected(native: Native) -> None:
+    # By hand, a model whose tasks come from several include folders is one lm_eval command per folder, each
+    # writing its own results file into the same output folder: every task is collected, not the last file's only.
+    before = native.bridge.collect(native.out_dir)
+    samples_before = native.bridge.collect_samples(native.out_dir)
+    path = native.path(f"results/keyed/results_{STAMP}.json")
+    whole = json.loads(path.read_text("utf-8"))
+    later = "2026-11-30T00-05-00.000000"
+    second = {
+        "bb_qa_zh",
+        "bb_ceval_mini_computer_network_gen",
+        "bb_ceval_mini_high_school_chemistry_gen",
+        "bb_ceval_mini_gen",
+    }
+    for stamp, keep in ((STAMP, lambda t: t not in second), (later, lambda t: t in second)):
+        part = {**whole, "results": {t: e for t, e in whole["results"].items() if keep(t)}}
+        part["group_subtasks"] = {g: s for g, s in whole["group_subtasks"].items() if keep(g)}
+        native.path(f"results/keyed/results_{stamp}.json").write_text(json.dumps(part), "utf-8")
+    for task in second:
+        old = native.path(f"results/keyed/samples_{task}_{STAMP}.jsonl")
+        if old.is_file():
+            old.rename(old.with_name(f"samples_{task}_{later}.jsonl"))
+
+    def key(r: Record) -> tuple[object, ...]:
+        return (r.model, r.benchmark, r.subset, r.metric, r.status, r.value, r.n_samples)
+
+    assert sorted(map(key, native.bridge.collect(native.out_dir))) == sorted(map(key, before))
+    after = native.bridge.collect_samples(native.out_dir)
+    assert sorted((s.benchmark, s.subset, s.sample_id) for s in after) == sorted(
+        (s.benchmark, s.subset, s.sample_id) for s in samples_before
+    )

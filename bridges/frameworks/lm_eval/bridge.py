@@ -730,8 +730,15 @@ class LMEvalBridge(Bridge):
         records: list[Record] = []
         for spec in self.config.models:
             folder = self.results_dir(out_dir, spec.name)
-            found = sorted(folder.glob("results_*.json"))
-            got = self._records_from(spec.name, found[-1]) if found else []
+            # Every results file, oldest first, a task's latest winning: by hand, a model whose tasks come from
+            # several include folders is one lm_eval command (one results file) per folder.
+            latest: dict[str, list[Record]] = {}
+            for path in sorted(folder.glob("results_*.json")):
+                by_task: dict[str, list[Record]] = {}
+                for record in self._records_from(spec.name, path):
+                    by_task.setdefault(record.extra["task"], []).append(record)
+                latest.update(by_task)
+            got = [r for task_records in latest.values() for r in task_records]
             records += got
             done = {r.extra["task"] for r in got}
             skipped = _read_json(folder / "skipped.json", {})
@@ -748,13 +755,13 @@ class LMEvalBridge(Bridge):
         out_dir = Path(out_dir).resolve()
         samples: list[Sample] = []
         for spec in self.config.models:
-            found = sorted(self.results_dir(out_dir, spec.name).glob("results_*.json"))
-            if not found:
-                continue
-            results = json.loads(found[-1].read_text(encoding="utf-8"))
-            where = self._locations(results)
-            for key, entry in results["results"].items():
-                path = found[-1].parent / f"samples_{key}_{found[-1].stem.removeprefix('results_')}.jsonl"
+            latest: dict[str, tuple[Path, dict[str, Any], Any]] = {}  # task -> its latest results file (see collect)
+            for found in sorted(self.results_dir(out_dir, spec.name).glob("results_*.json")):
+                results = json.loads(found.read_text(encoding="utf-8"))
+                where_in = self._locations(results)
+                latest.update({key: (found, where_in, entry) for key, entry in results["results"].items()})
+            for key, (found, where, entry) in latest.items():
+                path = found.parent / f"samples_{key}_{found.stem.removeprefix('results_')}.jsonl"
                 if not path.is_file():
                     continue  # a group (its tasks have the files) or log_samples: false
                 benchmark, subset, _ = where.get(key, (key, "", None))
