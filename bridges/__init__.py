@@ -16,7 +16,7 @@ Public submodules: `bridges.records`, `bridges.secrets`, `bridges.sqlite`, `brid
 """
 
 from bridges._config import LoadedConfig, PublishSettings, load_config
-from bridges._errors import BenchbridgeError, FrameworkFailure
+from bridges._errors import BenchbridgeError, FrameworkFailure, did_you_mean
 from bridges._runner import FrameworkOutcome, RunOutcome, make_bridges, new_run_id, prepare, run
 from bridges.datasets import IMPORTERS, Dataset, importer, load_dataset
 from bridges.frameworks import FRAMEWORKS, Bridge, RunContext, framework
@@ -53,6 +53,7 @@ __all__ = [
     "RunContext",
     "RunOutcome",
     "Sample",
+    "did_you_mean",
     "framework",
     "get_model",
     "importer",

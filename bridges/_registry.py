@@ -11,13 +11,12 @@ code registers with the decorator, or, for a registry with an entry-point group 
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.metadata
 from collections.abc import Callable
 from typing import Generic, TypeVar, cast
 
-from bridges._errors import BenchbridgeError
+from bridges._errors import BenchbridgeError, did_you_mean
 
 T = TypeVar("T")
 
@@ -67,8 +66,7 @@ class Registry(Generic[T]):
             target = self._lazy.get(name)
             if target is None:
                 at = f"{key}: " if key else ""
-                close = difflib.get_close_matches(str(name), self.names(), n=1, cutoff=0.6)
-                hint = f"did you mean {close[0]!r}? " if close else ""
+                hint = did_you_mean(str(name), self.names())
                 raise BenchbridgeError(
                     f"{at}unknown {self.what} {name!r}; {hint}known: {', '.join(self.names()) or '(none)'}"
                 )

@@ -15,7 +15,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridges import BenchbridgeError
+from bridges import BenchbridgeError, did_you_mean
 
 # The reference model each AlpacaEval version's leaderboards were computed against (its README).
 REFERENCE = {"data_AlpacaEval": "text_davinci_003", "data_AlpacaEval_2": "gpt4_turbo"}
@@ -60,10 +60,7 @@ def check_names(names: list[str], key: str) -> None:
     known = bundled()
     for i, name in enumerate(names):
         if name not in known:
-            import difflib
-
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(name, known)
             raise BenchbridgeError(
                 f"{key}[{i}]: {name!r} is not a leaderboard bundled with alpaca_eval; {hint}"
                 f"known: {', '.join(known) or 'none (alpaca_eval is not installed)'}"

@@ -5,12 +5,11 @@ records named by lm-eval's own task names (a group's tasks as its subsets)."""
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 
 from bridges._config import LoadedConfig
-from bridges._errors import BenchbridgeError
+from bridges._errors import BenchbridgeError, did_you_mean
 
 # lm-eval YAML may hold `!function` tags that yaml.safe_load refuses: names are read line by line.
 _NAME = re.compile(r"^(?:task|group|tag):\s*['\"]?([^'\"\s#]+)", re.M)
@@ -40,8 +39,7 @@ def check_task_folders(config: LoadedConfig, include_paths: list[str], tasks: li
     known = set().union(*(task_names(f) for f in folders)) if folders else set()
     for i, name in enumerate(tasks):
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = did_you_mean(name, known)
             raise BenchbridgeError(
                 f"{key}.tasks[{i}]: {name!r} is no task or group in include_paths; {hint}"
                 f"they define {', '.join(sorted(known)[:20]) or 'none'}"

@@ -12,7 +12,6 @@ reader of evals record logs (benchmark = the eval's base name, metric = `<split>
 
 from __future__ import annotations
 
-import difflib
 import re
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from bridges._errors import BenchbridgeError
+from bridges._errors import BenchbridgeError, did_you_mean
 from bridges.datasets import Dataset
 from bridges.models import ModelSpec
 from bridges.records import Record, Sample, failure
@@ -93,8 +92,7 @@ def pick_evals(
         members = sets.get(name, [name])
         for member in members:
             if member not in evals:
-                close = difflib.get_close_matches(member, [*evals, *sets], n=1)
-                hint = f"did you mean {close[0]!r}? " if close else ""
+                hint = did_you_mean(member, [*evals, *sets])
                 within = f" (in eval set {name!r})" if name in sets else ""
                 raise BenchbridgeError(
                     f"{key}.evals[{i}]: {member!r}{within} is no eval or eval set of the registries; {hint}"
