@@ -72,8 +72,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridges._errors import BenchbridgeError
-from bridges._registry import import_target
-from bridges.models import MODEL_KINDS, ChatRequest, ChatResponse, ModelSpec, TokenLogprob, get_model
+from bridges.models import ChatRequest, ChatResponse, ModelSpec, TokenLogprob, get_model
 from bridges.secrets import mask, remember_secret_name, spec_secret_names
 
 _log = logging.getLogger("uvicorn.error")  # printed by uvicorn's handler, like its own errors
@@ -311,8 +310,7 @@ class ModelWorker:
         self.spec = spec
         self.model = get_model(spec)
         if lazy:  # a run's service: loaded on the first cache miss, so a fully cached run loads nothing
-            backend_cls = import_target(MODEL_KINDS.get(spec.kind).backend)
-            self.batched = bool(getattr(backend_cls, "batched", False))
+            self.batched = bool(getattr(self.model.backend_class, "batched", False))
         else:  # load now: a missing model folder fails at start, not per request
             self.batched = self.model.backend.batched
         self._queue: queue.Queue[tuple[ChatRequest, Future[ChatResponse]] | None] = queue.Queue()

@@ -19,6 +19,7 @@ seed or run with `--no-cache`.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import threading
@@ -116,21 +117,22 @@ class Model:
         self._lock = threading.Lock()
         self.throttle = Throttle(spec.limits, spec.name)
 
+    @functools.cached_property
+    def backend_class(self) -> Callable[[ModelSpec], Backend]:
+        """The kind's backend class (a kind declares it as "module:attr", a class taking the spec): what it
+        declares (`batched`, `stops_after_generation`) can be read without building it, so loading nothing."""
+        return cast(Callable[[ModelSpec], Backend], import_target(MODEL_KINDS.get(self.spec.kind).backend))
+
     @property
     def backend(self) -> Backend:
         with self._lock:
             if self._backend is None:
-                # A kind declares its backend as "module:attr", a class taking the spec.
-                target = MODEL_KINDS.get(self.spec.kind).backend
-                backend_cls = cast(Callable[[ModelSpec], Backend], import_target(target))
-                self._backend = backend_cls(self.spec)
+                self._backend = self.backend_class(self.spec)
             return self._backend
 
     @property
     def stops_after_generation(self) -> bool:
-        """The kind's backend class says so (read without building the backend: no model load)."""
-        backend_cls = import_target(MODEL_KINDS.get(self.spec.kind).backend)
-        return bool(getattr(backend_cls, "stops_after_generation", False))
+        return bool(getattr(self.backend_class, "stops_after_generation", False))
 
     @property
     def fingerprint(self) -> str:
