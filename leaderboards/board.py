@@ -655,13 +655,13 @@ def add_statistics(board: Board, samples: Iterable[SampleScores] = ()) -> None:
     for cell in board.cells():
         records = shown_records(cell, by_key)
         by_subset = not cell.column.subset and any(r.subset for r in records)  # folded subsets or a group's
-        strata: list[str] = []
+        strata: dict[str, str] = {}  # sample id -> its record's subset, beside cell.scores (same keys, same order)
         for record in records:
             for s in by_key.get(sample_key(record), ()):
                 value = s.scores.get(cell.column.metric)
                 if value is not None:
                     sid = f"{record.subset}/{s.sample_id}" if by_subset else s.sample_id
-                    strata.append(record.subset)
+                    strata[sid] = record.subset
                     cell.scores[sid] = float(value)
                     cell.groups[sid] = s.group or (record.subset or None if by_subset else None)
         rec = cell.record
@@ -676,7 +676,7 @@ def add_statistics(board: Board, samples: Iterable[SampleScores] = ()) -> None:
             if by_subset and rec is not None and rec.value is not None and cell.interval is not None:
                 # A group's value is its framework's unweighted mean of subset means: with subsets of unequal
                 # size the pooled samples' mean is another number, so the interval is the stratified one.
-                stratified = stratified_interval(list(cell.scores.values()), strata)
+                stratified = stratified_interval(list(cell.scores.values()), list(strata.values()))
                 shown = rec.value / rec.scale
                 if stratified is not None and abs(stratified.mean - shown) < abs(cell.interval.mean - shown):
                     cell.interval = stratified
