@@ -7,6 +7,7 @@ processes. Timing is asserted loosely (order and counts); speed lives in benchma
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 import os
@@ -92,6 +93,25 @@ def fresh(spec: dict[str, Any]) -> Model:
 
 def answered(up: LoopbackUpstream) -> int:
     return sum(up.stats()["answered"].values())
+
+
+# The layer's two entry points: `generate` (threads block in the backend) and `generate_async` (an event loop
+# awaits it: `benchbridge serve`). The same limits, retries and errors must hold for both.
+ENTRY_POINTS = ["threads", "event loop"]
+
+
+def ask(model: Model, requests: list[ChatRequest], how: str) -> list[ChatResponse]:
+    """`generate`, or `generate_async` on an event loop of its own (its connections closed before it ends)."""
+    if how == "threads":
+        return model.generate(requests)
+
+    async def on_a_loop() -> list[ChatResponse]:
+        try:
+            return await model.generate_async(requests)
+        finally:
+            await model.close_async()
+
+    return asyncio.run(on_a_loop())
 
 
 # --- the response cache -------------------------------------------------------------------------
@@ -233,6 +253,30 @@ def test_answers_written_without_waiting_are_all_committed(own_cache: Path) -> N
     assert cache.get_many(["key-3-7"])["key-3-7"] == ChatResponse(text="3/7")
 
 
+def test_answers_put_soon_are_found_at_once_and_committed_by_the_writer_thread(own_cache: Path) -> None:
+    """`put_soon` (an event loop's writes): the caller neither commits nor waits; the writer thread commits
+    within `WRITE_BEHIND_S`, and what it has not committed yet is committed by `close`."""
+    cache = response_cache()
+    cache.put_many("m", [("committed", ChatResponse(text="c"))])  # the file and its connection exist
+    with cache._lock:  # the connection is busy: nothing can be committed meanwhile
+        started = time.monotonic()
+        cache.put_soon("m", [(f"soon-{i}", ChatResponse(text=str(i))) for i in range(5)])
+        assert time.monotonic() - started < 0.05  # did not wait for the lock
+        assert cache.get_many(["soon-3"]) == {"soon-3": ChatResponse(text="3")}  # found while only queued
+    deadline = time.monotonic() + 5
+    while True:  # another connection sees only committed rows
+        with sqlite3.connect(own_cache) as db:
+            if db.execute("SELECT COUNT(*) FROM responses WHERE key LIKE 'soon-%'").fetchone()[0] == 5:
+                break
+        assert time.monotonic() < deadline, "the writer thread did not commit"
+        time.sleep(0.01)
+    with cache._lock:  # the writer cannot commit these: `close` must
+        cache.put_soon("m", [("late", ChatResponse(text="late"))])
+    cache.close()
+    with sqlite3.connect(own_cache) as db:
+        assert db.execute("SELECT response FROM responses WHERE key = 'late'").fetchone() is not None
+
+
 def test_lookups_see_queued_answers_and_do_not_wait_for_the_writer(own_cache: Path) -> None:
     """A lookup reads through its own connection: it neither queues behind a commit nor misses an
     answer that is queued but not committed yet (the writer's connection is held meanwhile)."""
@@ -366,6 +410,73 @@ def test_concurrency_limit_holds_across_threads(upstream: LoopbackUpstream) -> N
     assert model.throttle.max_in_flight == 5
 
 
+def test_threads_and_coroutines_share_one_concurrency_limit(upstream: LoopbackUpstream) -> None:
+    """A served model answers on the event loop while the run's own threads may call it too: one limit."""
+    upstream.reset()
+    model = get_model(parse_model_spec(openai_spec(upstream, name="shared", max_concurrency=4)))
+    errors: list[BaseException] = []
+
+    def on_threads() -> None:
+        try:
+            model.generate([ChatRequest((("user", f"thread {i}"),)) for i in range(24)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=on_threads)
+    thread.start()
+    async_answers = ask(model, [ChatRequest((("user", f"loop {i}"),)) for i in range(24)], "event loop")
+    thread.join(timeout=60)
+    assert not errors
+    assert [a.text.split(" to: ")[1] for a in async_answers] == [f"loop {i}" for i in range(24)]
+    stats = upstream.stats()
+    assert stats["statuses"] == {"200": 48}
+    assert stats["max_in_flight"] == 4  # both callers together, never more than the limit
+    assert model.throttle.max_in_flight == 4
+
+
+def test_a_coroutine_cancelled_while_waiting_for_a_slot_gives_the_slot_back() -> None:
+    model = fresh({"name": "one-slot", "kind": "openai", "model": "m", "base_url": "http://127.0.0.1:9/v1",
+                   "api_key_env": KEY_ENV, "limits": {"max_concurrency": 1}})  # fmt: skip
+    throttle = model.throttle
+    throttle.slots.acquire()  # a thread holds the only slot
+
+    async def wait_then_cancel() -> None:
+        waiting = asyncio.ensure_future(throttle.call_async(lambda: asyncio.sleep(0), 1, 1, lambda: None))
+        await asyncio.sleep(0.2)
+        assert not waiting.done()  # waiting for the slot, the loop free meanwhile
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(wait_then_cancel())
+    throttle.slots.release()  # the waiting thread now gets the slot, and gives it back for the cancelled waiter
+    deadline = time.monotonic() + 5
+    while not throttle.slots.acquire(blocking=False):
+        assert time.monotonic() < deadline, "the cancelled waiter kept the slot"
+        time.sleep(0.01)
+    throttle.slots.release()
+    assert throttle.in_flight == 0
+
+
+def test_event_loop_answers_are_the_thread_answers_and_share_their_cache(upstream: LoopbackUpstream) -> None:
+    upstream.reset()
+    spec = openai_spec(upstream, name="both-ways", max_concurrency=8)
+    reqs = [*questions(20), *questions(3, temperature=0.0, max_new_tokens=5), *questions(2)]  # 2 repeated
+    on_loop = ask(fresh(spec), reqs, "event loop")
+    assert answered(upstream) == 23  # the repeated two asked once
+    configure_cache(enabled=False)
+    on_threads = fresh(spec).generate(reqs)
+    assert on_loop == on_threads
+    configure_cache(enabled=True)
+    upstream.reset()
+    assert ask(fresh(spec), reqs, "threads") == on_loop  # what the loop cached, the threads find (and back)
+    assert ask(fresh(spec), reqs, "event loop") == on_loop
+    assert answered(upstream) == 0
+    report = cache_report()
+    # Each call counts its repeated question as a hit; the cache-off call counts under the same session too.
+    assert (report.hits, report.misses) == (2 + 2 + 25 + 25, 23 + 23)
+
+
 def test_token_bucket_paces_after_its_burst() -> None:
     bucket = TokenBucket(rate_per_minute=1200, burst=5)  # 20 a second, 5 at once
     t0 = time.monotonic()
@@ -383,10 +494,11 @@ def test_token_bucket_paces_after_its_burst() -> None:
     assert time.monotonic() - t2 < 0.1
 
 
-def test_requests_per_minute_limit(upstream: LoopbackUpstream) -> None:
+@pytest.mark.parametrize("how", ENTRY_POINTS)
+def test_requests_per_minute_limit(upstream: LoopbackUpstream, how: str) -> None:
     upstream.reset()
     spec = openai_spec(upstream, name="rpm", max_concurrency=8, requests_per_minute=240)  # 4 a second
-    fresh(spec).generate(questions(12))
+    ask(fresh(spec), questions(12), how)
     arrivals = sorted(upstream.stats()["arrivals"])
     assert len(arrivals) == 12
     assert sum(a - arrivals[0] < 0.5 for a in arrivals) <= 6  # a burst of 4, then one every 0.25 s
@@ -404,10 +516,11 @@ def test_tokens_per_minute_limit(tmp_path: Path) -> None:
     assert time.monotonic() - t0 < 0.4
 
 
-def test_retry_after_is_honoured_by_the_whole_model() -> None:
+@pytest.mark.parametrize("how", ENTRY_POINTS)
+def test_retry_after_is_honoured_by_the_whole_model(how: str) -> None:
     faults = Faults(burst_every=4, burst_s=1.0)  # requests 4, 8, ... open one second of 429s
     with LoopbackUpstream(latency_s=0.01, faults=faults, max_seconds=120) as up:
-        out = fresh(openai_spec(up, name="polite", max_concurrency=4)).generate(questions(10))
+        out = ask(fresh(openai_spec(up, name="polite", max_concurrency=4)), questions(10), how)
         stats = up.stats()
     assert len(out) == 10
     assert stats["statuses"]["429"] >= 1
@@ -416,13 +529,14 @@ def test_retry_after_is_honoured_by_the_whole_model() -> None:
     assert cache_report().retries == stats["statuses"]["429"]
 
 
-def test_fault_injection_loses_no_answer_and_changes_none() -> None:
+@pytest.mark.parametrize("how", ENTRY_POINTS)
+def test_fault_injection_loses_no_answer_and_changes_none(how: str) -> None:
     """500 requests through 20% 500s, 5% dropped connections and 429 bursts == a clean upstream."""
     faults = Faults(error_rate=0.2, drop_rate=0.05, burst_every=150, burst_s=1.0, seed=7)
     reqs = questions(500)
     limits = {"max_concurrency": 32, "max_retries": 12, "backoff_s": 0.02, "backoff_max_s": 0.5}
     with LoopbackUpstream(latency_s=0.005, faults=faults, max_seconds=120) as up:
-        faulty = [a.text for a in fresh(openai_spec(up, name="faulty", **limits)).generate(reqs)]
+        faulty = [a.text for a in ask(fresh(openai_spec(up, name="faulty", **limits)), reqs, how)]
         stats = up.stats()
     report = cache_report()
     configure_cache(enabled=False)
@@ -436,11 +550,12 @@ def test_fault_injection_loses_no_answer_and_changes_none() -> None:
     assert report.retries == stats["requests"] - 500
 
 
-def test_unauthorized_fails_fast_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("how", ENTRY_POINTS)
+def test_unauthorized_fails_fast_with_a_clear_message(how: str) -> None:
     with LoopbackUpstream(latency_s=0.0, api_key="the-right-key", max_seconds=60) as up:
         t0 = time.monotonic()
         with pytest.raises(ModelRequestRejected) as info:
-            fresh(openai_spec(up, name="locked", max_concurrency=4)).generate(questions(40))
+            ask(fresh(openai_spec(up, name="locked", max_concurrency=4)), questions(40), how)
         assert time.monotonic() - t0 < 5
         assert up.stats()["statuses"]["401"] <= 4  # the first answers stop the rest: no retries, no queue
     message = str(info.value)
@@ -448,24 +563,26 @@ def test_unauthorized_fails_fast_with_a_clear_message(monkeypatch: pytest.Monkey
     assert info.value.exit_code == 2
 
 
-def test_not_found_and_unreachable_upstreams_fail_without_hanging(upstream: LoopbackUpstream) -> None:
+@pytest.mark.parametrize("how", ENTRY_POINTS)
+def test_not_found_and_unreachable_upstreams_fail_without_hanging(upstream: LoopbackUpstream, how: str) -> None:
     spec = openai_spec(upstream, name="wrongpath")
     spec["base_url"] = upstream.root + "/v2"
     with pytest.raises(ModelRequestRejected, match="404"):
-        fresh(spec).generate(questions(1))
+        ask(fresh(spec), questions(1), how)
     closed = openai_spec(upstream, name="closed", max_retries=2, backoff_s=0.01)
     closed["base_url"] = "http://127.0.0.1:9/v1"  # the discard port: connection refused
     t0 = time.monotonic()
     with pytest.raises(ModelUnavailable, match="gave up after 3 attempts"):
-        fresh(closed).generate(questions(1))
+        ask(fresh(closed), questions(1), how)
     assert time.monotonic() - t0 < 5
 
 
-def test_a_slow_upstream_times_out_and_is_retried_a_bounded_number_of_times() -> None:
+@pytest.mark.parametrize("how", ENTRY_POINTS)
+def test_a_slow_upstream_times_out_and_is_retried_a_bounded_number_of_times(how: str) -> None:
     with LoopbackUpstream(latency_s=2.0, max_seconds=60) as up:
         t0 = time.monotonic()
         with pytest.raises(ModelUnavailable, match="gave up after 2 attempts.*TimeoutError"):
-            fresh(openai_spec(up, name="slow", timeout_s=0.3, max_retries=1)).generate(questions(1))
+            ask(fresh(openai_spec(up, name="slow", timeout_s=0.3, max_retries=1)), questions(1), how)
         assert time.monotonic() - t0 < 3
         assert up.stats()["requests"] == 2
 

@@ -2,7 +2,10 @@
 
 One SQLite file (WAL, so readers never block the writer and several processes share it safely:
 OpenCompass, `oaieval` and lm-eval call the layer from their own subprocesses). An answer is
-written the moment it arrives, so a run killed at any point loses none it already paid for.
+written the moment it arrives, so a run killed at any point loses none it already paid for. The
+one exception is an event loop's answers (`put_soon`, `benchbridge serve` awaiting an `openai`
+model): a writer thread commits them within `WRITE_BEHIND_S` (5 ms) and at exit, so only a
+`kill -9` within those milliseconds can lose one.
 
 Where it lives and whether it is used come from the environment, so that framework subprocesses
 inherit the run's choice: `BENCHBRIDGE_CACHE` (file path; default
@@ -22,6 +25,7 @@ import json
 import os
 import secrets
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,6 +40,8 @@ from bridges.sqlite import connect_wal
 ENV_PATH = "BENCHBRIDGE_CACHE"
 ENV_DISABLED = "BENCHBRIDGE_NO_CACHE"
 ENV_SESSION = "BENCHBRIDGE_CACHE_SESSION"
+# How long the writer thread gathers `put_soon` answers into one commit: a kill -9 can lose answers this recent.
+WRITE_BEHIND_S = 0.005
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -155,6 +161,10 @@ class ResponseCache:
         self._all_readers: list[sqlite3.Connection] = []
         self._last_flush = 0.0
         self._conn: sqlite3.Connection | None = None
+        self._writer: threading.Thread | None = None  # commits what `put_soon` queues; started on its first use
+        self._writer_wake = threading.Event()
+        self._writer_failed = False
+        self._flush_wanted = False
 
     def _db(self) -> sqlite3.Connection:
         # Opened on first use: a process that never calls a model never creates the file.
@@ -255,10 +265,7 @@ class ResponseCache:
         thread is committing them (this one, or the one holding the connection, right after its own)."""
         if not self.enabled:
             return
-        now = time.time()
-        rows = [(key, model, response_to_json(resp), now) for key, resp in items]
-        with self._pending_lock:
-            self._pending.extend(rows)
+        self._queue(model, items)
         if wait:
             self.sync()
             return
@@ -267,6 +274,52 @@ class ResponseCache:
                 self._commit_pending()
             finally:
                 self._lock.release()
+
+    def put_soon(self, model: str, items: Iterable[tuple[str, ChatResponse]]) -> None:
+        """Queues answers for the cache's writer thread, which commits them within `WRITE_BEHIND_S` (and `close`,
+        at exit, what is left): for an event loop, which must neither commit nor wait for a lock. Found by
+        `get_many` from the moment they are queued, like every queued answer."""
+        if not self.enabled:
+            return
+        self._queue(model, items)
+        self._wake_writer()
+
+    def _queue(self, model: str, items: Iterable[tuple[str, ChatResponse]]) -> None:
+        now = time.time()
+        rows = [(key, model, response_to_json(resp), now) for key, resp in items]
+        with self._pending_lock:
+            self._pending.extend(rows)
+
+    def flush_soon(self) -> None:
+        """`flush(force=False)` on the writer thread."""
+        if self.enabled and time.monotonic() - self._last_flush >= 0.5:
+            self._flush_wanted = True
+            self._wake_writer()
+
+    def _wake_writer(self) -> None:
+        with self._pending_lock:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_behind, name="response-cache-writer", daemon=True)
+                self._writer.start()
+        self._writer_wake.set()
+
+    def _write_behind(self) -> None:
+        while True:
+            self._writer_wake.wait()
+            time.sleep(WRITE_BEHIND_S)  # the answers of the next few milliseconds join the same commit
+            self._writer_wake.clear()
+            try:
+                self.sync()
+                if self._flush_wanted:
+                    self._flush_wanted = False
+                    self.flush(force=False)
+            except (BenchbridgeError, sqlite3.Error) as exc:
+                # Not fatal: the rows stay queued (found by lookups) and go with the next commit or `close`.
+                if not self._writer_failed:
+                    print(f"benchbridge: warning: response cache {self.path}: {exc}; retrying", file=sys.stderr)
+                self._writer_failed = True
+            else:
+                self._writer_failed = False
 
     def sync(self) -> None:
         """Returns once every answer queued so far (by any thread) is committed."""

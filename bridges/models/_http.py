@@ -5,7 +5,8 @@ the client's CPU per request decides the throughput, all threads sharing one GIL
 this project's 2-core machine, per request: httpx 1.2 ms, urllib3 0.65 ms, `http.client` with
 this pool 0.4 ms (layer included). `http.client` already does the HTTP (chunked bodies,
 keep-alive, TLS); this module only keeps connections for reuse and honours the usual
-`HTTP(S)_PROXY` / `NO_PROXY` variables.
+`HTTP(S)_PROXY` / `NO_PROXY` variables. An event loop (`benchbridge serve`) uses aiohttp instead
+(`OpenAIBackend.post_async`), with the proxy this module chose.
 """
 
 from __future__ import annotations
@@ -51,9 +52,16 @@ class HTTPPool:
         self.idle: list[tuple[float, http.client.HTTPConnection]] = []
         self.lock = threading.Lock()
 
-    def _proxy_headers(self) -> dict[str, str]:
-        assert self.proxy is not None
-        if not self.proxy.username:
+    @property
+    def proxy_url(self) -> str | None:
+        """The proxy's URL without its credentials (those go in `proxy_headers`); None without a proxy."""
+        if self.proxy is None:
+            return None
+        host = self.proxy.hostname or ""
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.proxy.port or 80}"
+
+    def proxy_headers(self) -> dict[str, str]:
+        if self.proxy is None or not self.proxy.username:
             return {}
         user_pass = f"{unquote(self.proxy.username)}:{unquote(self.proxy.password or '')}"
         return {"Proxy-Authorization": "Basic " + base64.b64encode(user_pass.encode()).decode()}
@@ -66,7 +74,7 @@ class HTTPPool:
         proxy_host, proxy_port = self.proxy.hostname or "", self.proxy.port or 80
         if self.https:  # a CONNECT tunnel through the proxy, TLS to the upstream inside it
             conn = http.client.HTTPSConnection(proxy_host, proxy_port, timeout=self.timeout_s, context=self.context)
-            conn.set_tunnel(self.host, self.port, headers=self._proxy_headers())
+            conn.set_tunnel(self.host, self.port, headers=self.proxy_headers())
             return conn
         return http.client.HTTPConnection(proxy_host, proxy_port, timeout=self.timeout_s)
 
@@ -96,7 +104,7 @@ class HTTPPool:
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> HTTPResult:
         """One POST. Raises `OSError` / `http.client.HTTPException` on a failed or dropped connection."""
         conn = self._take()
-        extra = self._proxy_headers() if self.proxy is not None and not self.https else {}
+        extra = self.proxy_headers() if self.proxy is not None and not self.https else {}
         try:
             # Body as bytes: http.client then sends headers and body in one segment.
             conn.request("POST", self._target(path), body=body, headers={**headers, **extra})

@@ -19,13 +19,14 @@ seed or run with `--no-cache`.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import json
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol, cast
 
 from bridges._registry import import_target
@@ -45,6 +46,7 @@ from bridges.models._types import (
 )
 
 __all__ = [
+    "AsyncBackend",
     "Backend",
     "ChatRequest",
     "ChatResponse",
@@ -78,6 +80,12 @@ class Backend(Protocol):
     def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]: ...
 
 
+class AsyncBackend(Backend, Protocol):
+    """A backend that can also be awaited, for the layer's `generate_async` (one request per call, not batched)."""
+
+    async def generate_async(self, requests: list[ChatRequest]) -> list[ChatResponse]: ...
+
+
 Progress = Callable[[int], None]
 
 
@@ -104,6 +112,36 @@ def with_system_prompt(messages: Messages, system_prompt: str) -> Messages:
     if messages and messages[0][0] == "system":
         return (("system", f"{system_prompt}\n\n{messages[0][1]}"), *messages[1:])
     return (("system", system_prompt), *messages)
+
+
+@dataclass
+class _Lookup:
+    """One `generate` call: its requests completed with the spec's defaults, the requests as asked (see stops),
+    their cache keys, the answers found (filled as the misses are answered) and the misses to ask."""
+
+    full: list[ChatRequest]
+    asked: list[ChatRequest]
+    keys: list[str]
+    cache: ResponseCache
+    answers: dict[str, ChatResponse]
+    todo: dict[str, ChatRequest]
+    wanted: dict[str, int]
+
+    def count(self) -> None:
+        # Tokens saved: every answer this call did not have to ask for (cached, or a duplicate of one asked).
+        asked_at = {k: i for i, k in reversed(list(enumerate(self.keys))) if k in self.todo}
+        saved = sum(
+            tokens_of(self.full[i], self.answers[k])
+            for i, k in enumerate(self.keys)
+            if k in self.answers and asked_at.get(k) != i
+        )
+        self.cache.count(Usage(hits=len(self.keys) - len(self.todo), misses=len(self.todo), tokens_saved=saved))
+
+    def results(self) -> list[ChatResponse]:
+        return [
+            replace(self.answers[k], text=cut_at_stops(self.answers[k].text, r.stop)) if a is not r else self.answers[k]
+            for k, r, a in zip(self.keys, self.full, self.asked, strict=True)
+        ]
 
 
 class Model:
@@ -210,17 +248,19 @@ class Model:
             estimate,
             on_retry=lambda: cache.count(Usage(retries=1)),
         )
+        self._received(requests, out, estimate)
+        cache.put_many(self.identity, zip((k for k, _ in batch), out, strict=True), wait=wait)
+        cache.count(Usage(calls=1))
+        return out
+
+    def _received(self, requests: list[ChatRequest], out: list[ChatResponse], estimate: int) -> None:
         if len(out) != len(requests):
             raise RuntimeError(f"model {self.spec.name!r} returned {len(out)} answers for {len(requests)} prompts")
         used = sum(r.prompt_tokens + r.completion_tokens for r in out)
         if used and self.throttle.tokens:
             self.throttle.tokens.refund(estimate - used)
-        cache.put_many(self.identity, zip((k for k, _ in batch), out, strict=True), wait=wait)
-        cache.count(Usage(calls=1))
-        return out
 
-    def generate(self, requests: Sequence[ChatRequest], progress: Progress | None = None) -> list[ChatResponse]:
-        """Answers `requests` in order: from the cache where it can, from the model for the rest."""
+    def _lookup(self, requests: Sequence[ChatRequest]) -> _Lookup:
         full = [self._complete_request(r) for r in requests]
         # Stops that only cut the text: one generation (and cache entry) per conversation and settings, cut
         # below per request at its stops, which is exactly what the backend answers when given them.
@@ -238,22 +278,75 @@ class Model:
         wanted: dict[str, int] = {}
         for key in keys:
             wanted[key] = wanted.get(key, 0) + 1
-        if progress and len(keys) > len(todo):
-            progress(sum(n for k, n in wanted.items() if k in answers))
+        return _Lookup(full, asked, keys, cache, answers, todo, wanted)
+
+    def generate(self, requests: Sequence[ChatRequest], progress: Progress | None = None) -> list[ChatResponse]:
+        """Answers `requests` in order: from the cache where it can, from the model for the rest."""
+        call = self._lookup(requests)
+        if progress and len(call.keys) > len(call.todo):
+            progress(sum(n for k, n in call.wanted.items() if k in call.answers))
         try:
-            self._answer_misses(cache, todo, wanted, answers, progress)
+            self._answer_misses(call.cache, call.todo, call.wanted, call.answers, progress)
         finally:
-            # Tokens saved: every answer this call did not have to ask for (cached, or a duplicate of one asked).
-            asked_at = {k: i for i, k in reversed(list(enumerate(keys))) if k in todo}
-            saved = sum(
-                tokens_of(full[i], answers[k]) for i, k in enumerate(keys) if k in answers and asked_at.get(k) != i
-            )
-            cache.count(Usage(hits=len(keys) - len(todo), misses=len(todo), tokens_saved=saved))
-            cache.flush(force=False)
-        return [
-            replace(answers[k], text=cut_at_stops(answers[k].text, r.stop)) if a is not r else answers[k]
-            for k, r, a in zip(keys, full, asked, strict=True)
-        ]
+            call.count()
+            call.cache.flush(force=False)
+        return call.results()
+
+    @property
+    def asynchronous(self) -> bool:
+        """The kind's backend can be awaited (`generate_async`), one request per call (openai)."""
+        backend_class = self.backend_class
+        return callable(getattr(backend_class, "generate_async", None)) and not getattr(backend_class, "batched", False)
+
+    async def generate_async(self, requests: Sequence[ChatRequest]) -> list[ChatResponse]:
+        """`generate` for an event loop (`benchbridge serve`): the same keys, cache, limits and retries, with the
+        backend's `generate_async` awaited where `generate` blocks a thread per request in flight (at 32 requests
+        in flight the threads' hand-offs cost more than the requests). Lookups run on the loop (a read never
+        waits for a writer); answers are committed by the cache's writer thread within `WRITE_BEHIND_S`. A kind
+        without `generate_async` runs `generate` on a thread."""
+        if not self.asynchronous:
+            return await asyncio.get_running_loop().run_in_executor(None, self.generate, list(requests))
+        call = self._lookup(requests)
+        try:
+            if call.todo:
+                backend = cast(AsyncBackend, self.backend)
+                if len(call.todo) == 1:  # serve's usual call: awaited here, no task to make
+                    await self._ask_async(call, backend, *next(iter(call.todo.items())))
+                    return call.results()
+                # `max_concurrency` coroutines taking from one queue, like `generate`'s threads: one task per miss
+                # would leave hundreds waiting for a slot.
+                pending = deque(call.todo.items())
+
+                async def work() -> None:
+                    while pending:
+                        await self._ask_async(call, backend, *pending.popleft())
+
+                try:
+                    async with asyncio.TaskGroup() as group:  # the first failure cancels the rest
+                        for _ in range(min(self.spec.limits.max_concurrency, len(pending))):
+                            group.create_task(work())
+                except BaseExceptionGroup as failed:
+                    raise failed.exceptions[0]  # noqa: B904  # the failure itself, as `generate` raises it
+        finally:
+            call.count()
+            call.cache.flush_soon()
+        return call.results()
+
+    async def close_async(self) -> None:
+        """Closes what the backend keeps on the running loop (an `openai` model's connections), before it ends."""
+        close = getattr(self._backend, "close_async", None)
+        if close is not None:
+            await close()
+
+    async def _ask_async(self, call: _Lookup, backend: AsyncBackend, key: str, request: ChatRequest) -> None:
+        estimate = estimated_tokens(request)
+        out = await self.throttle.call_async(
+            lambda: backend.generate_async([request]), 1, estimate, on_retry=lambda: call.cache.count(Usage(retries=1))
+        )
+        self._received([request], out, estimate)
+        call.cache.put_soon(self.identity, [(key, out[0])])
+        call.cache.count(Usage(calls=1))
+        call.answers[key] = out[0]
 
     def _answer_misses(
         self,

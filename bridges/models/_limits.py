@@ -8,11 +8,13 @@ equivalent tenacity wait/stop/retry objects.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, contextmanager
 from typing import TypeVar
 
 from bridges.models._spec import Limits
@@ -39,17 +41,23 @@ class TokenBucket:
         self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
         self.updated = now
 
-    def acquire(self, cost: float) -> None:
+    def _take(self, cost: float) -> float:
+        """Takes `cost` and returns 0, or takes nothing and returns the seconds to wait before trying again."""
         need = min(cost, self.capacity)
-        while True:
-            with self.lock:
-                now = time.monotonic()
-                self._refill(now)
-                if self.level >= need:
-                    self.level -= cost
-                    return
-                wait = (need - self.level) / self.rate
+        with self.lock:
+            self._refill(time.monotonic())
+            if self.level >= need:
+                self.level -= cost
+                return 0.0
+            return (need - self.level) / self.rate
+
+    def acquire(self, cost: float) -> None:
+        while (wait := self._take(cost)) > 0:
             time.sleep(wait)
+
+    async def acquire_async(self, cost: float) -> None:
+        while (wait := self._take(cost)) > 0:
+            await asyncio.sleep(wait)
 
     def refund(self, amount: float) -> None:
         """Gives back (or, negative, charges) the difference once the real cost is known."""
@@ -73,6 +81,7 @@ class Throttle:
         self._lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
+        self._slot_waiters: ThreadPoolExecutor | None = None  # made when a coroutine first finds every slot taken
 
     def backoff(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before retry number `attempt` (1-based): Retry-After plus a little jitter, else full jitter."""
@@ -85,26 +94,82 @@ class Throttle:
         with self._lock:
             self._resume_at = max(self._resume_at, time.monotonic() + seconds)
 
-    def _wait_for_pause(self) -> None:
-        while (wait := self._resume_at - time.monotonic()) > 0:
-            time.sleep(wait)
+    def _pause_left(self) -> float:
+        return self._resume_at - time.monotonic()
+
+    @contextmanager
+    def _counted(self) -> Iterator[None]:
+        with self._lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     @contextmanager
     def slot(self, requests: int, tokens: float) -> Iterator[None]:
-        self._wait_for_pause()
+        while (wait := self._pause_left()) > 0:
+            time.sleep(wait)
         with self.slots:
             if self.requests:
                 self.requests.acquire(requests)
             if self.tokens:
                 self.tokens.acquire(tokens)
-            with self._lock:
-                self.in_flight += 1
-                self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            try:
+            with self._counted():
                 yield
-            finally:
-                with self._lock:
-                    self.in_flight -= 1
+
+    @asynccontextmanager
+    async def slot_async(self, requests: int, tokens: float) -> AsyncIterator[None]:
+        """`slot` for a coroutine: the same slots and buckets (threads and coroutines share the limits), waited
+        for without blocking the event loop."""
+        while (wait := self._pause_left()) > 0:
+            await asyncio.sleep(wait)
+        if not self.slots.acquire(blocking=False):
+            await self._wait_for_slot()
+        try:
+            if self.requests:
+                await self.requests.acquire_async(requests)
+            if self.tokens:
+                await self.tokens.acquire_async(tokens)
+            with self._counted():
+                yield
+        finally:
+            self.slots.release()
+
+    async def _wait_for_slot(self) -> None:
+        """Every slot is taken: waits for one on a thread (a semaphore the request threads share has no
+        awaitable side). Cancelled meanwhile, the slot the thread still gets is given back."""
+        with self._lock:
+            if self._slot_waiters is None:
+                self._slot_waiters = ThreadPoolExecutor(thread_name_prefix=f"slot-wait-{self.name}")
+            waiters = self._slot_waiters
+        taken = asyncio.get_running_loop().run_in_executor(waiters, self.slots.acquire)
+        try:
+            await asyncio.shield(taken)
+        except asyncio.CancelledError:
+            taken.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self.slots.release())
+            raise
+
+    def _retry_delay(self, exc: RetryableModelError, attempt: int) -> float:
+        """Seconds before the next attempt after failure number `attempt`; `ModelUnavailable` once retries run
+        out or the upstream asks for a longer wait than allowed. A Retry-After pauses the whole model."""
+        after = exc.retry_after
+        if after is not None and after > self.limits.max_retry_after_s:
+            raise ModelUnavailable(
+                f"model {self.name}: upstream asks to wait {after:.0f} s"
+                f" (> limits.max_retry_after_s = {self.limits.max_retry_after_s:.0f}): {exc}"
+            ) from exc
+        if attempt > self.limits.max_retries:
+            raise ModelUnavailable(
+                f"model {self.name}: gave up after {attempt} attempts"
+                f" (limits.max_retries = {self.limits.max_retries}): {exc}"
+            ) from exc
+        delay = self.backoff(attempt, after)
+        if after is not None:
+            self.pause_all(delay)
+        return delay
 
     def call(self, fn: Callable[[], T], requests: int, tokens: float, on_retry: Callable[[], None]) -> T:
         """Runs `fn` (a backend call answering `requests` prompts) in a slot, retrying `RetryableModelError`
@@ -116,19 +181,21 @@ class Throttle:
                     return fn()
             except RetryableModelError as exc:
                 attempt += 1
-                after = exc.retry_after
-                if after is not None and after > self.limits.max_retry_after_s:
-                    raise ModelUnavailable(
-                        f"model {self.name}: upstream asks to wait {after:.0f} s"
-                        f" (> limits.max_retry_after_s = {self.limits.max_retry_after_s:.0f}): {exc}"
-                    ) from exc
-                if attempt > self.limits.max_retries:
-                    raise ModelUnavailable(
-                        f"model {self.name}: gave up after {attempt} attempts"
-                        f" (limits.max_retries = {self.limits.max_retries}): {exc}"
-                    ) from exc
+                delay = self._retry_delay(exc, attempt)
                 on_retry()
-                delay = self.backoff(attempt, after)
-                if after is not None:
-                    self.pause_all(delay)
                 time.sleep(delay)
+
+    async def call_async(
+        self, fn: Callable[[], Awaitable[T]], requests: int, tokens: float, on_retry: Callable[[], None]
+    ) -> T:
+        """`call` for a coroutine function, on an event loop."""
+        attempt = 0
+        while True:
+            try:
+                async with self.slot_async(requests, tokens):
+                    return await fn()
+            except RetryableModelError as exc:
+                attempt += 1
+                delay = self._retry_delay(exc, attempt)
+                on_retry()
+                await asyncio.sleep(delay)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import socket
@@ -10,8 +11,10 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+import aiohttp
+
 from bridges._errors import BenchbridgeError
-from bridges.models._http import HTTPPool
+from bridges.models._http import IDLE_REUSE_S, HTTPPool
 from bridges.models._spec import OpenAISpec
 from bridges.models._types import (
     ChatRequest,
@@ -74,12 +77,14 @@ class OpenAIBackend:
                 f"model {spec.name}: api_key_env: ${spec.api_key_env} is not set (set it in the environment or .env)"
             )
         self.url = spec.base_url.rstrip("/") + "/chat/completions"
+        self.where = f"model {spec.name}: POST {self.url}"
         self.secrets = secret_values([spec.api_key_env])
         self.headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         try:
             self.http = HTTPPool(spec.base_url, spec.limits.max_concurrency, spec.limits.timeout_s)
         except BenchbridgeError as exc:
             raise BenchbridgeError(f"model {spec.name}: {exc}") from None
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
     def request_body(self, req: ChatRequest) -> dict:
         body: dict = {
@@ -104,34 +109,83 @@ class OpenAIBackend:
         return body
 
     def post(self, req: ChatRequest) -> ChatResponse:
-        where = f"model {self.spec.name}: POST {self.url}"
         body = json.dumps(self.request_body(req)).encode()
         try:
             resp = self.http.post("/chat/completions", body, self.headers)
         except (socket.gaierror, ssl.SSLCertVerificationError) as exc:  # a retry cannot fix a name or a certificate
-            raise ModelRequestRejected(f"{where}: {exc}") from None
+            raise ModelRequestRejected(f"{self.where}: {exc}") from None
         except (OSError, http.client.HTTPException) as exc:  # timeouts, refused or dropped connections
-            raise RetryableModelError(f"{where}: {type(exc).__name__}: {exc}") from exc
-        status = resp.status
+            raise RetryableModelError(f"{self.where}: {type(exc).__name__}: {exc}") from exc
+        return self.answer(resp.status, resp.headers, resp.data)
+
+    async def post_async(self, req: ChatRequest) -> ChatResponse:
+        """`post` on an event loop (`benchbridge serve`): aiohttp instead of a thread blocked in `http.client`."""
+        body = json.dumps(self.request_body(req)).encode()
+        session = self._session()
+        try:
+            proxy, proxy_headers = self.http.proxy_url, self.http.proxy_headers()
+            async with session.post(
+                self.url, data=body, headers=self.headers, proxy=proxy, proxy_headers=proxy_headers
+            ) as resp:
+                data = await resp.read()
+                status, headers = resp.status, resp.headers
+        except (aiohttp.ClientConnectorDNSError, aiohttp.ClientConnectorCertificateError) as exc:
+            raise ModelRequestRejected(f"{self.where}: {exc}") from None
+        except (OSError, aiohttp.ClientError, TimeoutError) as exc:  # timeouts, refused or dropped connections
+            raise RetryableModelError(f"{self.where}: {type(exc).__name__}: {exc}") from exc
+        return self.answer(status, headers, data)
+
+    def answer(self, status: int, headers: Any, data: bytes) -> ChatResponse:
+        """The answer in an upstream's HTTP response, or the error that says whether a retry may fix it."""
         if status == 200:
             try:
-                return parse_chat_completion(json.loads(resp.data))
+                return parse_chat_completion(json.loads(data))
             except (ValueError, KeyError, IndexError, TypeError) as exc:
-                text = redact(f"{where}: unreadable answer ({exc}): {resp.data[:200]!r}", self.secrets)
+                text = redact(f"{self.where}: unreadable answer ({exc}): {data[:200]!r}", self.secrets)
                 raise RetryableModelError(text) from exc
         # Upstreams quote the request in errors (a 401 may echo the Authorization header): masked
         # here, before the message reaches a log, a record or a terminal.
-        message = redact(f"{where} -> {status}: {error_message(resp.data)}", self.secrets)
-        if status == 429 and error_code(resp.data) == "insufficient_quota":
+        message = redact(f"{self.where} -> {status}: {error_message(data)}", self.secrets)
+        if status == 429 and error_code(data) == "insufficient_quota":
             raise ModelRequestRejected(message)
         if status in RETRY_STATUS or status >= 500:
-            raise RetryableModelError(message, retry_after_seconds(resp.headers))
+            raise RetryableModelError(message, retry_after_seconds(headers))
         if status in (401, 403):
             message += f" (check ${self.spec.api_key_env})"
         raise ModelRequestRejected(message)
 
     def generate(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         return [self.post(req) for req in requests]
+
+    async def generate_async(self, requests: list[ChatRequest]) -> list[ChatResponse]:
+        return [await self.post_async(req) for req in requests]
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The running loop's connection pool (a session belongs to the loop it was made on)."""
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None or session.closed:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    limit=self.spec.limits.max_concurrency,
+                    ssl=self.http.context or True,
+                    keepalive_timeout=IDLE_REUSE_S,  # servers close idle connections (uvicorn after 5 s)
+                ),
+                timeout=aiohttp.ClientTimeout(total=self.spec.limits.timeout_s),
+                # Nothing the standard-library path does not send either: no cookies, compression or netrc.
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+                trust_env=False,  # the proxy comes from `HTTPPool`, which reads the environment the same way
+            )
+            self._sessions[loop] = session
+        return session
+
+    async def close_async(self) -> None:
+        """Closes the running loop's connections (before that loop ends)."""
+        session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
 
 
 def parse_chat_completion(data: dict) -> ChatResponse:
