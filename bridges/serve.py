@@ -18,10 +18,12 @@ does everywhere else in benchbridge. Endpoints: `/v1/chat/completions`, `/v1/com
 
 Backends that batch (`hf`, `python`): requests that arrive together with the same settings are
 answered in one `generate` call (an `hf` model then decodes them as one batch), and one worker per
-model keeps the model from being called from many threads at once. Backends that do not (`openai`):
-each request calls `generate` on its own request thread, and the layer's `limits.max_concurrency`
-bounds how many are in flight. Accepted connections get TCP_NODELAY, so a response body does not
-wait behind its headers for the peer's delayed ACK.
+model keeps the model from being called from many threads at once. Backends that can be awaited
+(`openai`): each request awaits `Model.generate_async` on the event loop itself (the same cache, limits
+and retries; no thread per request in flight, whose hand-offs cost more than the rest of the request at
+32 clients), and the layer's `limits.max_concurrency` bounds how many are in flight. Accepted
+connections get TCP_NODELAY, so a response body does not wait behind its headers for the peer's
+delayed ACK.
 
 The server is Starlette on uvicorn with httptools; request bodies are validated by pydantic models.
 
@@ -56,7 +58,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeVar
@@ -72,7 +74,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bridges._errors import BenchbridgeError
-from bridges.models import ChatRequest, ChatResponse, ModelSpec, TokenLogprob, get_model
+from bridges.models import ChatRequest, ChatResponse, ModelSpec, TokenLogprob, get_model, response_cache
 from bridges.secrets import mask, remember_secret_name, spec_secret_names
 
 _log = logging.getLogger("uvicorn.error")  # printed by uvicorn's handler, like its own errors
@@ -338,6 +340,16 @@ class ModelWorker:
     def answer(self, request: ChatRequest) -> ChatResponse:
         return self.answer_all([request])[0]
 
+    async def answer_all_async(self, requests: Sequence[ChatRequest], threads: Executor) -> list[ChatResponse]:
+        """`answer_all` from the event loop: awaited there for a backend that can be (`Model.asynchronous`),
+        else on one of `threads`."""
+        if not self.model.asynchronous:
+            return await asyncio.get_running_loop().run_in_executor(threads, self.answer_all, requests)
+        try:
+            return await self.model.generate_async(requests)
+        except Exception as exc:  # answered as an HTTP 500 naming it; a cancelled request stays cancelled
+            raise model_error(exc) from exc
+
     def close(self) -> None:
         if self._thread is not None:
             self._queue.put(None)
@@ -419,6 +431,15 @@ class ServedModels:
             )
         return self.workers[name]
 
+    async def close_async(self) -> None:
+        """Closes what the models keep on the running loop (their connections), before it ends, and commits
+        the answers the loop queued for the response cache (`put_soon`) with this process's counts."""
+        for worker in self.workers.values():
+            await worker.model.close_async()
+        cache = response_cache()
+        cache.sync()
+        cache.flush()
+
     def close(self) -> None:
         self.request_threads.shutdown(wait=False, cancel_futures=True)
         for worker in self.workers.values():
@@ -469,8 +490,16 @@ def _finish_reason(answer: ChatResponse, limit: int | None) -> str:
     return "stop"
 
 
-def chat_completion(served: ServedModels, body: ChatCompletionBody) -> dict[str, Any]:
-    """`/v1/chat/completions`, on a request thread: the model layer blocks."""
+@dataclass(frozen=True)
+class ChatCall:
+    """A checked `/v1/chat/completions` body: who answers, what the model layer is asked."""
+
+    worker: ModelWorker
+    request: ChatRequest
+    tool: ToolDef | None
+
+
+def chat_call(served: ServedModels, body: ChatCompletionBody) -> ChatCall:
     body.check_supported()
     worker = served.worker(body.model)
     for m in body.messages:
@@ -478,10 +507,9 @@ def chat_completion(served: ServedModels, body: ChatCompletionBody) -> dict[str,
             raise ApiError(400, f"messages[].role: {m.role!r} is not supported (system, user, assistant)")
     messages = tuple((CHAT_ROLES[m.role], m.text()) for m in body.messages)
     tool = forced_tool(body)
-    limit = body.max_completion_tokens or body.max_tokens
     request = ChatRequest(
         messages=messages,
-        max_new_tokens=limit,
+        max_new_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
         stop=body.stops(),
         seed=body.seed,
@@ -489,7 +517,12 @@ def chat_completion(served: ServedModels, body: ChatCompletionBody) -> dict[str,
         top_logprobs=body.top_logprobs or 0,
         tool=(tool.function.name, json.dumps(tool.function.parameters, sort_keys=True)) if tool else None,
     )
-    answer = worker.answer(request)
+    return ChatCall(worker, request, tool)
+
+
+def chat_completion(body: ChatCompletionBody, call: ChatCall, answer: ChatResponse) -> dict[str, Any]:
+    """The `/v1/chat/completions` response for the model's answer."""
+    messages, tool, limit = call.request.messages, call.tool, call.request.max_new_tokens
     message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None}
     finish = _finish_reason(answer, limit)
     if tool is not None:
@@ -497,11 +530,11 @@ def chat_completion(served: ServedModels, body: ChatCompletionBody) -> dict[str,
         arguments = answer.tool_arguments
         if arguments is None:
             arguments = json.dumps(tool_arguments(tool.function.parameters, answer.text, prompt))
-        call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function"}
+        tool_call = {"id": f"call_{uuid.uuid4().hex[:24]}", "type": "function"}
         message = {
             **message,
             "content": None,
-            "tool_calls": [{**call, "function": {"name": tool.function.name, "arguments": arguments}}],
+            "tool_calls": [{**tool_call, "function": {"name": tool.function.name, "arguments": arguments}}],
         }
         finish = "tool_calls"
     prompt_tokens = answer.prompt_tokens or sum(word_count(c) for _, c in messages)
@@ -523,9 +556,9 @@ def chat_completion(served: ServedModels, body: ChatCompletionBody) -> dict[str,
     }
 
 
-def text_completion(served: ServedModels, body: CompletionBody) -> dict[str, Any]:
-    """`/v1/completions`, on a request thread. A prompt is sent through the model layer as one user
-    message (the layer has chat models only)."""
+def text_call(served: ServedModels, body: CompletionBody) -> tuple[ModelWorker, list[str], list[ChatRequest]]:
+    """A checked `/v1/completions` body: who answers, the prompts, and what the model layer is asked for each
+    (a prompt is one user message: the layer has chat models only)."""
     body.check_supported()
     if body.echo:
         raise ApiError(400, "echo: not supported by benchbridge serve", param="echo")
@@ -533,7 +566,6 @@ def text_completion(served: ServedModels, body: CompletionBody) -> dict[str, Any
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if not prompts:
         raise ApiError(400, "prompt: empty list", param="prompt")
-    want_logprobs = body.logprobs is not None
     requests = [
         ChatRequest(
             messages=(("user", p),),
@@ -541,12 +573,17 @@ def text_completion(served: ServedModels, body: CompletionBody) -> dict[str, Any
             temperature=body.temperature,
             stop=body.stops(),
             seed=body.seed,
-            logprobs=want_logprobs,
+            logprobs=body.logprobs is not None,
             top_logprobs=body.logprobs or 0,
         )
         for p in prompts
     ]
-    answers = worker.answer_all(requests)
+    return worker, prompts, requests
+
+
+def text_completion(body: CompletionBody, prompts: list[str], answers: list[ChatResponse]) -> dict[str, Any]:
+    """The `/v1/completions` response for the model's answers."""
+    want_logprobs = body.logprobs is not None
     choices = [
         {
             "index": i,
@@ -590,13 +627,15 @@ def make_routes(served: ServedModels) -> Starlette:
 
     async def chat_completions(request: Request) -> JSONResponse:
         body = parse_body(ChatCompletionBody, await request.body())
-        loop = asyncio.get_running_loop()
-        return JSONResponse(await loop.run_in_executor(served.request_threads, chat_completion, served, body))
+        call = chat_call(served, body)
+        answers = await call.worker.answer_all_async([call.request], served.request_threads)
+        return JSONResponse(chat_completion(body, call, answers[0]))
 
     async def completions(request: Request) -> JSONResponse:
         body = parse_body(CompletionBody, await request.body())
-        loop = asyncio.get_running_loop()
-        return JSONResponse(await loop.run_in_executor(served.request_threads, text_completion, served, body))
+        worker, prompts, requests = text_call(served, body)
+        answers = await worker.answer_all_async(requests, served.request_threads)
+        return JSONResponse(text_completion(body, prompts, answers))
 
     async def api_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, ApiError)
@@ -862,6 +901,15 @@ class _Server(uvicorn.Server):
 
     _wake: asyncio.Event | None = None
     _loop: asyncio.AbstractEventLoop | None = None
+    served: ServedModels | None = None
+
+    async def _serve(self, sockets: list[socket.socket] | None = None) -> None:
+        # Inside uvicorn's signal capture, which re-raises a SIGTERM once `_serve` returns: the last moment.
+        try:
+            await super()._serve(sockets)
+        finally:
+            if self.served is not None:
+                await self.served.close_async()
 
     async def main_loop(self) -> None:
         self._loop, self._wake = asyncio.get_running_loop(), asyncio.Event()
@@ -909,7 +957,9 @@ def _server(served: ServedModels, guards: Guards) -> _Server:
         timeout_keep_alive=guards.keep_alive_timeout_s,  # type: ignore[arg-type]  # a float works (call_later)
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
-    return _Server(config)
+    server = _Server(config)
+    server.served = served
+    return server
 
 
 @contextmanager

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
-from bridges.models import parse_model_spec
+from bridges.loopback import Faults, LoopbackUpstream
+from bridges.models import ChatRequest, Model, parse_model_spec
 from bridges.serve import allowed_choices, pick_choice, serving
 from tests.conftest import ROOT
 
@@ -265,25 +271,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_cli_serve(config: Path, model: str, **env: str) -> tuple[subprocess.Popen[str], int, httpx.Response]:
+    """`benchbridge serve CONFIG --model MODEL` on a free port, once it answers `/v1/models` (that answer)."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "bridges.cli", "serve", str(config), "--model", model, "--port", str(port)]
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return proc, port, httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
+        except httpx.TransportError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                _, err = proc.communicate(timeout=30)
+                raise AssertionError(f"benchbridge serve did not start: {err}") from None
+            time.sleep(0.2)
+
+
 def test_cli_serve_answers_until_stopped(tmp_path: Path) -> None:
     config = tmp_path / "serve.yaml"
     config.write_text(
         "name: s\nmodels:\n  - {name: echo, kind: python, target: 'tests._alpaca_models:EchoModel'}\n", "utf-8"
     )
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "bridges.cli", "serve", str(config), "--model", "echo", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    proc, port, r = start_cli_serve(config, "echo")
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                assert time.monotonic() < deadline, "benchbridge serve did not start"
-                time.sleep(0.2)
         assert [m["id"] for m in r.json()["data"]] == ["echo"]
         answer = httpx.post(
             f"http://127.0.0.1:{port}/v1/chat/completions",
@@ -303,3 +314,69 @@ def test_cli_serve_unknown_model_is_a_one_line_error(tmp_path: Path) -> None:
     config = tmp_path / "serve.yaml"
     config.write_text("name: s\nmodels:\n  - {name: echo, kind: python, target: 'tests._alpaca_models:EchoModel'}\n")
     assert main(["serve", str(config), "--model", "judge"]) == 2
+
+
+def loopback_spec(up: LoopbackUpstream, name: str) -> dict[str, object]:
+    return {
+        "name": name,
+        "kind": "openai",
+        "model": "loopback",
+        "base_url": up.base_url,
+        "api_key_env": "BENCHBRIDGE_TEST_SERVE_UPSTREAM_KEY",
+        "limits": {"max_concurrency": 8, "max_retries": 12, "backoff_s": 0.02, "backoff_max_s": 0.3},
+    }
+
+
+def test_an_openai_model_is_answered_on_the_event_loop_through_faults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An `openai` model is awaited on the server's event loop (no request thread), with the layer's retries:
+    40 questions through 30% 500s and 10% dropped connections get the answers a clean upstream gives."""
+    monkeypatch.setenv("BENCHBRIDGE_CACHE", str(tmp_path / "cache.sqlite"))
+    monkeypatch.setenv("BENCHBRIDGE_TEST_SERVE_UPSTREAM_KEY", "sk-loopback")
+    questions = [f"question {i}" for i in range(40)]
+    faults = Faults(error_rate=0.3, drop_rate=0.1, seed=3)
+    with LoopbackUpstream(latency_s=0.01, faults=faults, max_seconds=120) as up:
+        spec = parse_model_spec(loopback_spec(up, "faulty"))
+        threads_before = set(threading.enumerate())
+        with serving(spec) as base_url, httpx.Client(base_url=base_url, timeout=60) as http:
+            with ThreadPoolExecutor(8) as pool:
+                responses = list(pool.map(lambda q: chat(http, "faulty", q), questions))
+            started = set(threading.enumerate()) - threads_before
+            assert not [t.name for t in started if t.name.startswith("serve-request")]
+        stats = up.stats()
+    assert [r.status_code for r in responses] == [200] * 40
+    served = [r.json()["choices"][0]["message"]["content"] for r in responses]
+    assert stats["statuses"]["500"] > 5 and stats["statuses"]["dropped"] > 0
+    assert sorted(stats["answered"].values()) == [1] * 40  # each question answered once: retried, not repeated
+    monkeypatch.setenv("BENCHBRIDGE_NO_CACHE", "1")
+    with LoopbackUpstream(latency_s=0.0, max_seconds=60) as clean:
+        expected = Model(parse_model_spec(loopback_spec(clean, "clean"))).generate(
+            [ChatRequest((("user", q),)) for q in questions]
+        )
+    assert served == [a.text for a in expected]
+
+
+def test_cli_serve_of_an_openai_model_closes_its_connections_on_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop's upstream connections are closed before it ends: no aiohttp 'Unclosed' warnings."""
+    monkeypatch.setenv("BENCHBRIDGE_TEST_SERVE_UPSTREAM_KEY", "sk-loopback")
+    with LoopbackUpstream(latency_s=0.0, max_seconds=120) as up:
+        config = tmp_path / "serve.yaml"
+        config.write_text(yaml.safe_dump({"name": "s", "models": [loopback_spec(up, "remote")]}), "utf-8")
+        proc, port, _ = start_cli_serve(config, "remote", BENCHBRIDGE_CACHE=str(tmp_path / "cache.sqlite"))
+        try:
+            answer = httpx.post(
+                f"http://127.0.0.1:{port}/v1/chat/completions",
+                json={"model": "remote", "messages": [{"role": "user", "content": "ping"}]},
+                timeout=30,
+            )
+        finally:
+            proc.send_signal(signal.SIGINT)  # Ctrl-C: the process ends by unwinding (SIGTERM ends it at once)
+            _, err = proc.communicate(timeout=30)
+    assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"].endswith("to: ping")
+    assert proc.returncode == 130, err
+    assert "Unclosed" not in err and "Traceback" not in err, err
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:  # the answer was committed by the time serve exited
+        assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 1
