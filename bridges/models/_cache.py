@@ -42,6 +42,7 @@ ENV_DISABLED = "BENCHBRIDGE_NO_CACHE"
 ENV_SESSION = "BENCHBRIDGE_CACHE_SESSION"
 # How long the writer thread gathers `put_soon` answers into one commit: a kill -9 can lose answers this recent.
 WRITE_BEHIND_S = 0.005
+WRITER_RETRY_S = 1.0  # after a failed commit (another process holding the write lock past the busy timeout...)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -165,6 +166,7 @@ class ResponseCache:
         self._writer_wake = threading.Event()
         self._writer_failed = False
         self._flush_wanted = False
+        self._closed = False
 
     def _db(self) -> sqlite3.Connection:
         # Opened on first use: a process that never calls a model never creates the file.
@@ -189,17 +191,20 @@ class ResponseCache:
                 self._in_commit = batch
             if not batch:
                 return
-            db = self._db()
             try:
+                db = self._db()
                 db.execute("BEGIN IMMEDIATE")
                 try:
                     db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?)", batch)
+                    db.execute("COMMIT")
                 except BaseException:
-                    db.execute("ROLLBACK")
-                    with self._pending_lock:
-                        self._pending[:0] = batch
+                    if db.in_transaction:
+                        db.execute("ROLLBACK")
                     raise
-                db.execute("COMMIT")
+            except BaseException:  # not committed (no file, "database is locked", a full disk): queued again
+                with self._pending_lock:
+                    self._pending[:0] = batch
+                raise
             finally:
                 with self._pending_lock:
                     self._in_commit = []
@@ -292,20 +297,26 @@ class ResponseCache:
 
     def flush_soon(self) -> None:
         """`flush(force=False)` on the writer thread."""
-        if self.enabled and time.monotonic() - self._last_flush >= 0.5:
+        if self.enabled and not self._closed and time.monotonic() - self._last_flush >= 0.5:
             self._flush_wanted = True
             self._wake_writer()
 
     def _wake_writer(self) -> None:
         with self._pending_lock:
-            if self._writer is None:
+            closed = self._closed
+            if self._writer is None and not closed:
                 self._writer = threading.Thread(target=self._write_behind, name="response-cache-writer", daemon=True)
                 self._writer.start()
-        self._writer_wake.set()
+        if closed:  # an answer that arrives after `close` (a request still in flight at exit): committed here
+            self.sync()
+        else:
+            self._writer_wake.set()
 
     def _write_behind(self) -> None:
         while True:
             self._writer_wake.wait()
+            if self._closed:  # `close` commits what is left
+                return
             time.sleep(WRITE_BEHIND_S)  # the answers of the next few milliseconds join the same commit
             self._writer_wake.clear()
             try:
@@ -313,11 +324,12 @@ class ResponseCache:
                 if self._flush_wanted:
                     self._flush_wanted = False
                     self.flush(force=False)
-            except (BenchbridgeError, sqlite3.Error) as exc:
-                # Not fatal: the rows stay queued (found by lookups) and go with the next commit or `close`.
+            except Exception as exc:  # any failure: the rows stay queued (found by lookups), retried in a second
                 if not self._writer_failed:
                     print(f"benchbridge: warning: response cache {self.path}: {exc}; retrying", file=sys.stderr)
                 self._writer_failed = True
+                time.sleep(WRITER_RETRY_S)
+                self._writer_wake.set()
             else:
                 self._writer_failed = False
 
@@ -368,6 +380,9 @@ class ResponseCache:
         )
 
     def close(self) -> None:
+        with self._pending_lock:
+            self._closed = True  # the writer thread stops; later answers are committed by their caller
+        self._writer_wake.set()
         if self._conn is not None or self._has_pending():
             self.sync()
         with self._pending_lock:

@@ -21,6 +21,7 @@ from bridges.models._spec import Limits
 from bridges.models._types import ModelUnavailable, RetryableModelError
 
 T = TypeVar("T")
+SLOT_POLL_S = 0.05  # how often a coroutine's slot wait checks whether it was cancelled
 
 
 class TokenBucket:
@@ -140,16 +141,26 @@ class Throttle:
 
     async def _wait_for_slot(self) -> None:
         """Every slot is taken: waits for one on a thread (a semaphore the request threads share has no
-        awaitable side). Cancelled meanwhile, the slot the thread still gets is given back."""
+        awaitable side). The thread polls, so a cancelled wait ends it within `SLOT_POLL_S` (nothing is left
+        blocked at exit); a slot it took just as the wait was cancelled is given back from that thread."""
         with self._lock:
             if self._slot_waiters is None:
                 self._slot_waiters = ThreadPoolExecutor(thread_name_prefix=f"slot-wait-{self.name}")
             waiters = self._slot_waiters
-        taken = asyncio.get_running_loop().run_in_executor(waiters, self.slots.acquire)
+        given_up = threading.Event()
+
+        def take() -> bool:
+            while not given_up.is_set():
+                if self.slots.acquire(timeout=SLOT_POLL_S):
+                    return True
+            return False
+
+        taking = waiters.submit(take)
         try:
-            await asyncio.shield(taken)
-        except asyncio.CancelledError:
-            taken.add_done_callback(lambda f: None if f.cancelled() or f.exception() else self.slots.release())
+            await asyncio.wrap_future(taking)
+        except BaseException:  # cancelled: the slot is not ours to use
+            given_up.set()
+            taking.add_done_callback(lambda f: self.slots.release() if not f.cancelled() and f.result() else None)
             raise
 
     def _retry_delay(self, exc: RetryableModelError, attempt: int) -> float:
