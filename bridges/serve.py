@@ -397,6 +397,12 @@ class ModelWorker:
                     future.set_result(answer)
 
 
+def commit_answers_and_counts() -> None:
+    cache = response_cache()
+    cache.sync()
+    cache.flush()
+
+
 class ServedModels:
     """The models one server answers for, by name."""
 
@@ -435,10 +441,12 @@ class ServedModels:
         """Closes what the models keep on the running loop (their connections), before it ends, and commits
         the answers the loop queued for the response cache (`put_soon`) with this process's counts."""
         for worker in self.workers.values():
-            await worker.model.close_async()
-        cache = response_cache()
-        cache.sync()
-        cache.flush()
+            try:
+                await worker.model.close_async()
+            except Exception as exc:  # the others are still closed, the answers still committed
+                _log.warning("serve: closing model %s: %s", worker.spec.name, mask(str(exc)))
+        # On a thread: the commit may wait for another process's write lock, and the loop still runs.
+        await asyncio.to_thread(commit_answers_and_counts)
 
     def close(self) -> None:
         self.request_threads.shutdown(wait=False, cancel_futures=True)

@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -277,6 +278,30 @@ def test_answers_put_soon_are_found_at_once_and_committed_by_the_writer_thread(o
         assert db.execute("SELECT response FROM responses WHERE key = 'late'").fetchone() is not None
 
 
+def test_answers_put_soon_survive_a_commit_that_fails(own_cache: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """Another process holding the write lock past the busy timeout: the writer thread keeps the answers
+    queued (found by lookups), says so once, and commits them when it can."""
+    cache = response_cache()
+    cache.put_many("m", [("first", ChatResponse(text="1"))])
+    assert cache._conn is not None
+    cache._conn.execute("PRAGMA busy_timeout = 200")  # stands for the 60 s busy timeout running out
+    other = sqlite3.connect(own_cache, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    cache.put_soon("m", [("kept", ChatResponse(text="K"))])
+    time.sleep(0.6)
+    assert cache.get_many(["kept"]) == {"kept": ChatResponse(text="K")}
+    other.execute("ROLLBACK")
+    other.close()
+    deadline = time.monotonic() + 5
+    while True:  # retried without another answer coming to wake it
+        with sqlite3.connect(own_cache) as db:
+            if db.execute("SELECT COUNT(*) FROM responses WHERE key = 'kept'").fetchone()[0]:
+                break
+        assert time.monotonic() < deadline, "the writer did not commit the answer once the lock was free"
+        time.sleep(0.05)
+    assert capfd.readouterr().err.count("database is locked; retrying") == 1
+
+
 def test_lookups_see_queued_answers_and_do_not_wait_for_the_writer(own_cache: Path) -> None:
     """A lookup reads through its own connection: it neither queues behind a commit nor misses an
     answer that is queued but not committed yet (the writer's connection is held meanwhile)."""
@@ -448,12 +473,10 @@ def test_a_coroutine_cancelled_while_waiting_for_a_slot_gives_the_slot_back() ->
         with pytest.raises(asyncio.CancelledError):
             await waiting
 
-    asyncio.run(wait_then_cancel())
-    throttle.slots.release()  # the waiting thread now gets the slot, and gives it back for the cancelled waiter
-    deadline = time.monotonic() + 5
-    while not throttle.slots.acquire(blocking=False):
-        assert time.monotonic() < deadline, "the cancelled waiter kept the slot"
-        time.sleep(0.01)
+    asyncio.run(wait_then_cancel())  # the loop is closed now, as a stopped server's is
+    throttle.slots.release()  # the thread holding it is done
+    time.sleep(0.3)  # time for a waiter still blocked on a thread to take it (it must not: the wait was cancelled)
+    assert throttle.slots.acquire(timeout=1), "the cancelled wait kept the slot"
     throttle.slots.release()
     assert throttle.in_flight == 0
 
@@ -680,3 +703,59 @@ def test_run_config_and_cli_choose_the_cache(tmp_path: Path) -> None:
     configure_cache(cfg.cache_path, enabled=False, session="run-1")
     cache = response_cache()
     assert (cache.path, cache.enabled, cache.session) == (cfg.cache_path, False, "run-1")
+
+
+def test_both_transports_send_the_same_request_through_an_authenticating_proxy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """http.client (threads) and aiohttp (event loop) ask the same: the absolute URL of `base_url`'s path (no
+    credentials, no query), the key, and the proxy's credentials (on the request for http, on the CONNECT
+    for https). A recording proxy answers the one and refuses the tunnel."""
+    seen: list[list[str]] = []
+    body = b'{"choices":[{"message":{"content":"hi"}}]}'
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def proxy() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                data += chunk
+            head = data.split(b"\r\n\r\n")[0].decode().split("\r\n")
+            seen.append([head[0], *sorted(h for h in head[1:] if h.lower().startswith(("proxy-", "authorization")))])
+            if head[0].startswith("CONNECT"):
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+            else:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+            conn.close()
+
+    threading.Thread(target=proxy, daemon=True).start()
+    for name in ("http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, f"http://pu:pp@127.0.0.1:{listener.getsockname()[1]}")
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(ENV_DISABLED, "1")  # each transport asks, none answers from the other's cache
+    plain = {"name": "p", "kind": "openai", "model": "x", "base_url": "http://user:pw@upstream.example:8080/v1?v=1",
+             "api_key_env": KEY_ENV, "limits": {"timeout_s": 5, "max_retries": 0}}  # fmt: skip
+    try:
+        for how in ENTRY_POINTS:
+            assert [a.text for a in ask(fresh(plain), questions(1), how)] == ["hi"]
+        with pytest.raises(ModelUnavailable, match="403"):
+            ask(fresh({**plain, "base_url": "https://upstream.example/v1"}), questions(1), "threads")
+        with pytest.raises(ModelUnavailable, match="403"):
+            ask(fresh({**plain, "base_url": "https://upstream.example/v1"}), questions(1), "event loop")
+    finally:
+        listener.close()
+    request = [
+        "POST http://upstream.example:8080/v1/chat/completions HTTP/1.1",
+        "Authorization: Bearer sk-loopback",
+        "Proxy-Authorization: Basic cHU6cHA=",
+    ]
+    connect = ["Proxy-Authorization: Basic cHU6cHA="]
+    assert seen == [request, request, ["CONNECT upstream.example:443 HTTP/1.0", *connect],
+                    ["CONNECT upstream.example:443 HTTP/1.1", *connect]]  # fmt: skip

@@ -60,6 +60,17 @@ class HTTPPool:
         host = self.proxy.hostname or ""
         return f"http://{f'[{host}]' if ':' in host else host}:{self.proxy.port or 80}"
 
+    def url(self, path: str) -> str:
+        """The absolute URL `post(path)` asks, as an async client needs it: the origin and `base_url`'s path
+        only (no credentials, no query), like `post`."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{'https' if self.https else 'http'}://{host}:{self.port}{self.prefix}{path}"
+
+    def request_proxy_headers(self) -> dict[str, str]:
+        """Headers a request itself carries for the proxy: a plain-HTTP request through it (an https one
+        authenticates on its CONNECT instead)."""
+        return self.proxy_headers() if self.proxy is not None and not self.https else {}
+
     def proxy_headers(self) -> dict[str, str]:
         if self.proxy is None or not self.proxy.username:
             return {}
@@ -104,7 +115,7 @@ class HTTPPool:
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> HTTPResult:
         """One POST. Raises `OSError` / `http.client.HTTPException` on a failed or dropped connection."""
         conn = self._take()
-        extra = self.proxy_headers() if self.proxy is not None and not self.https else {}
+        extra = self.request_proxy_headers()
         try:
             # Body as bytes: http.client then sends headers and body in one segment.
             conn.request("POST", self._target(path), body=body, headers={**headers, **extra})

@@ -303,7 +303,8 @@ class Model:
         backend's `generate_async` awaited where `generate` blocks a thread per request in flight (at 32 requests
         in flight the threads' hand-offs cost more than the requests). Lookups run on the loop (a read never
         waits for a writer); answers are committed by the cache's writer thread within `WRITE_BEHIND_S`. A kind
-        without `generate_async` runs `generate` on a thread."""
+        without `generate_async` runs `generate` on a thread. The backend keeps connections per event loop:
+        call `close_async` on that loop before it ends."""
         if not self.asynchronous:
             return await asyncio.get_running_loop().run_in_executor(None, self.generate, list(requests))
         call = self._lookup(requests)
@@ -313,20 +314,22 @@ class Model:
                 if len(call.todo) == 1:  # serve's usual call: awaited here, no task to make
                     await self._ask_async(call, backend, *next(iter(call.todo.items())))
                     return call.results()
-                # `max_concurrency` coroutines taking from one queue, like `generate`'s threads: one task per miss
-                # would leave hundreds waiting for a slot.
+                # `max_concurrency` coroutines taking from one queue, like `generate`'s threads (one task per miss
+                # would leave hundreds waiting for a slot). As there, the first failure stops the others taking
+                # more, but the requests in flight finish and are cached: they may be paid for.
                 pending = deque(call.todo.items())
+                errors: list[Exception] = []
 
                 async def work() -> None:
-                    while pending:
-                        await self._ask_async(call, backend, *pending.popleft())
+                    while pending and not errors:
+                        try:
+                            await self._ask_async(call, backend, *pending.popleft())
+                        except Exception as exc:  # raised below, once the others are done (cancellation is not)
+                            errors.append(exc)
 
-                try:
-                    async with asyncio.TaskGroup() as group:  # the first failure cancels the rest
-                        for _ in range(min(self.spec.limits.max_concurrency, len(pending))):
-                            group.create_task(work())
-                except BaseExceptionGroup as failed:
-                    raise failed.exceptions[0]  # noqa: B904  # the failure itself, as `generate` raises it
+                await asyncio.gather(*(work() for _ in range(min(self.spec.limits.max_concurrency, len(pending)))))
+                if errors:
+                    raise errors[0]
         finally:
             call.count()
             call.cache.flush_soon()

@@ -84,6 +84,7 @@ class OpenAIBackend:
             self.http = HTTPPool(spec.base_url, spec.limits.max_concurrency, spec.limits.timeout_s)
         except BenchbridgeError as exc:
             raise BenchbridgeError(f"model {spec.name}: {exc}") from None
+        self.async_url = self.http.url("/chat/completions")
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
 
     def request_body(self, req: ChatRequest) -> dict:
@@ -123,9 +124,12 @@ class OpenAIBackend:
         body = json.dumps(self.request_body(req)).encode()
         session = self._session()
         try:
-            proxy, proxy_headers = self.http.proxy_url, self.http.proxy_headers()
             async with session.post(
-                self.url, data=body, headers=self.headers, proxy=proxy, proxy_headers=proxy_headers
+                self.async_url,
+                data=body,
+                headers={**self.headers, **self.http.request_proxy_headers()},
+                proxy=self.http.proxy_url,
+                proxy_headers=self.http.proxy_headers() if self.http.https else None,  # for the CONNECT
             ) as resp:
                 data = await resp.read()
                 status, headers = resp.status, resp.headers
