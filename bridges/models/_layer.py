@@ -311,9 +311,6 @@ class Model:
         try:
             if call.todo:
                 backend = cast(AsyncBackend, self.backend)
-                if len(call.todo) == 1:  # serve's usual call: awaited here, no task to make
-                    await self._ask_async(call, backend, *next(iter(call.todo.items())))
-                    return call.results()
                 # `max_concurrency` coroutines taking from one queue, like `generate`'s threads (one task per miss
                 # would leave hundreds waiting for a slot). As there, the first failure stops the others taking
                 # more, but the requests in flight finish and are cached: they may be paid for.
