@@ -30,24 +30,17 @@ def _store(tmp_path: Path) -> ResultsStore:
             Sample(
                 run_id=run,
                 model=model,
-                framework="lm_eval",
-                benchmark="qa",
-                sample_id=f"q{i}",
+                framework=framework,
+                benchmark=benchmark,
+                sample_id=f"{prefix}{i}",
                 output="x",
-                scores={"exact_match": 0.0},
+                scores={metric: float(score)},
             )
-            for i in range(8)
-        ] + [
-            Sample(
-                run_id=run,
-                model=model,
-                framework="openai_evals",
-                benchmark="mcq",
-                sample_id=f"m{i}",
-                output="x",
-                scores={"match_accuracy": float(r)},
+            for framework, benchmark, metric, prefix, scores in (
+                ("lm_eval", "qa", "exact_match", "q", [0] * 8),
+                ("openai_evals", "mcq", "match_accuracy", "m", right),
             )
-            for i, r in enumerate(right)
+            for i, score in enumerate(scores)
         ]
         for framework, records in (("lm_eval", [zero]), ("openai_evals", [mcq]), ("opencompass", [group])):
             mine = [s for s in samples if s.framework == framework]
