@@ -12,7 +12,6 @@ import json
 import sqlite3
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,11 +34,13 @@ def cluster() -> Iterator[LocalRayCluster]:
     assert not c.pids(), "a Ray process of the test's cluster outlived it"
 
 
-def write_config(folder: Path, models: int, latency_s: float, log: Path) -> Path:
+def write_config(folder: Path, models: int, latency_s: float, log: Path, **hold: object) -> Path:
+    """`hold`: the models' `gate` and `stall_after` (see `SlowKeyModel`)."""
     lines = [f"name: {folder.name}", "work_dir: runs", "cache: {path: cache.sqlite}", "models:"]
     for i in range(models):
         wrong = [f"cap-{1 + j}" for j in range(i % 8)]  # model i gets i of 8 wrong: every cell differs
         args = {"datasets": [str(QA)], "log": str(log), "latency_s": latency_s, "wrong_ids": wrong, "tag": f"m{i}"}
+        args |= hold
         lines += [
             f"  - name: m{i}",
             "    kind: python",
@@ -105,18 +106,23 @@ def test_eight_units_on_two_nodes_give_the_local_board(cluster: LocalRayCluster,
 
 
 def test_a_node_killed_mid_run_loses_nothing_and_asks_nothing_twice(cluster: LocalRayCluster, tmp_path: Path) -> None:
-    log = tmp_path / "calls.jsonl"
-    path = write_config(tmp_path / "killed", 8, 0.4, log)  # ~3 s of answers a unit
+    log, gate = tmp_path / "calls.jsonl", tmp_path / "gate"
+    # Every unit holds before its third answer until the gate opens: a unit that has answered on the second
+    # node is still running there when the node is killed, however slowly the machine runs. (Without the
+    # hold, a loaded machine let a unit finish between "it answered" and the kill, and nothing was lost.)
+    path = write_config(tmp_path / "killed", 8, 0.2, log, gate=str(gate), stall_after=2)
     killed: list[int] = []
 
     def kill_second_node_when_it_answers() -> None:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            nodes = Counter(c["node"] for c in calls(log) if c["node"])
-            if len(nodes) == 2 and min(nodes.values()) >= 3:  # both nodes are answering: mid-run
-                killed.extend(cluster.kill_node(1))
-                return
-            time.sleep(0.1)
+        try:
+            while time.monotonic() < deadline:
+                if len({c["node"] for c in calls(log) if c["node"]}) == 2:  # both nodes hold a unit mid-run
+                    killed.extend(cluster.kill_node(1))
+                    return
+                time.sleep(0.1)
+        finally:
+            gate.touch()
 
     killer = threading.Thread(target=kill_second_node_when_it_answers, daemon=True)
     killer.start()

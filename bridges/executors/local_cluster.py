@@ -122,9 +122,13 @@ class LocalRayCluster:
         return mine
 
     def kill_node(self, index: int) -> list[int]:
-        """SIGKILL the raylet of node `index` (its workers die with it): the node is lost mid-run."""
+        """SIGKILL the raylet of node `index` and every process under it (its workers and what they started),
+        all at once, as when a machine dies: the node is lost mid-run. (A worker outlives its raylet by up to
+        a second on its own, long enough to finish a unit and hand in its result.)"""
+        raylets = self.pids("raylet", f"--node_manager_port={self.node_ports[index]}")
+        tree = [*raylets, *(pid for raylet in raylets for pid in _descendants(raylet))]
         killed = []
-        for pid in self.pids("raylet", f"--node_manager_port={self.node_ports[index]}"):
+        for pid in tree:
             try:
                 os.kill(pid, signal.SIGKILL)
                 killed.append(pid)
@@ -159,3 +163,23 @@ class LocalRayCluster:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process under `pid` (children, theirs, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # Field 4 of stat is the parent's pid; the name in field 2 may hold spaces, so split after it.
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
