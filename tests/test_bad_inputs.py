@@ -379,11 +379,13 @@ def write_files(root: Path, files: dict[str, Any]) -> None:
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Every path under `root` with its size and modification time: what a failed command must not change."""
+    """Every path under `root` with its size and modification time: what a failed command must not change.
+    Not Python's bytecode cache of an imported user module (`__pycache__`, written by any import), nor the
+    folders' times, which that cache changes (a file added or removed inside is listed anyway)."""
     out = {}
     for p in sorted(root.rglob("*")):
-        st = p.lstat()
-        out[str(p.relative_to(root))] = (0 if p.is_dir() else st.st_size, st.st_mtime_ns)
+        if "__pycache__" not in p.relative_to(root).parts:
+            out[str(p.relative_to(root))] = (0, 0) if p.is_dir() else (p.lstat().st_size, p.lstat().st_mtime_ns)
     return out
 
 
