@@ -312,6 +312,9 @@ CASES: list[Case] = [
     c("model-hf-peft-path-not-found", hf(path=str(DATASETS), peft_path="/no/such/adapter"), "models[0].peft_path: /no/such/adapter: model folder not found"),
     c("model-hf-unknown-builtin", hf(path="builtin:gpt-5"), "path: unknown built-in model 'gpt-5'"),
     c("model-openai-model-missing", config(models=[{"name": "o", "kind": "openai"}]), "models[0].model: Field required"),
+    c("model-openai-base-url-not-http", config(models=[{"name": "o", "kind": "openai", "model": "gpt-x", "base_url": "localhost:8000/v1"}]), "models[0].base_url: Value error, not an http(s) URL"),
+    c("model-openai-base-url-credentials", config(models=[{"name": "o", "kind": "openai", "model": "gpt-x", "base_url": "https://me:sk-in-url@example.com/v1"}]), "models[0].base_url: Value error, holds credentials"),
+    c("model-openai-base-url-query", config(models=[{"name": "o", "kind": "openai", "model": "gpt-x", "base_url": "https://example.com/v1?key=sk-in-url"}]), "models[0].base_url: Value error, has a query"),
     c("model-openai-tokenizer-path-not-found", config(models=[{"name": "o", "kind": "openai", "model": "gpt-x", "tokenizer_path": "./no-tok"}]), "/case/no-tok: model folder not found"),
     c("model-python-module-missing", py("no_such_module_xyz:f"), "c.yaml:6: models[0].target: cannot import 'no_such_module_xyz'"),
     c("model-python-attribute-missing", py("bridges.testing:NoSuchModel"), "models[0].target: 'bridges.testing' has no attribute 'NoSuchModel'"),
@@ -428,6 +431,7 @@ def test_bad_input_is_one_clear_line(
     captured = capsys.readouterr()
     assert code == case.code, captured.err
     assert_one_clear_line(captured.err, case.names)
+    assert "sk-in-url" not in captured.out + captured.err  # a secret written into the config is not repeated
     assert snapshot(case_dir) == before, "the failed command changed files"
 
 

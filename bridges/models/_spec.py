@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bridges._errors import BenchbridgeError
 from bridges._files import MAX_NAME
@@ -92,6 +93,24 @@ class OpenAISpec(ModelSpec):
     api_key_env: str = "OPENAI_API_KEY"
     # OpenCompass's OpenAISDK downloads a tiktoken file unless given a local HF tokenizer.
     tokenizer_path: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _plain_http_url(cls, value: str) -> str:
+        """Refused rather than half-honoured: requests go to the origin and path only, and the URL is written
+        into native configs and errors, so credentials in it would leak while never being sent. (The message
+        does not repeat the URL, which may hold a secret.)"""
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("not an http(s) URL (like http://127.0.0.1:8000/v1)")
+        if "@" in parts.netloc:
+            raise ValueError(
+                "holds credentials (user:password@host): they are not sent and would be written to logs;"
+                " give the key in api_key_env"
+            )
+        if parts.query or parts.fragment:
+            raise ValueError("has a query (?...) or fragment (#...), which is not sent: give the origin and path only")
+        return value
 
 
 class PythonSpec(ModelSpec):
