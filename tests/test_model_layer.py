@@ -196,6 +196,27 @@ def test_a_python_model_edited_after_this_process_imported_it_answers_with_the_n
     assert fresh(spec).chat(["q"]) == ["third"]
 
 
+def test_an_edit_of_the_same_size_in_the_same_second_is_not_hidden_by_cached_bytecode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python checks a .pyc against its source's size and whole-second time only: the answer must come from
+    the source on disk, whose hash the cache keys carry, both in this process and in a new one."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as Python runs by default: .pyc files written
+    module = tmp_path / "pymods" / "same_size_model.py"
+    module.parent.mkdir()
+    monkeypatch.syspath_prepend(str(module.parent))
+    monkeypatch.delitem(sys.modules, "same_size_model", raising=False)
+    spec = {"name": "same-size", "kind": "python", "target": "same_size_model:answer"}
+    stamp = time.time_ns()
+    for answer in ("aaa", "bbb", "ccc"):
+        module.write_text(f"def answer(batch):\n    return ['{answer}' for _ in batch]\n")
+        os.utime(module, ns=(stamp, stamp))  # the same second, the same size: only the content differs
+        if answer == "ccc":  # a new process: nothing imported yet, the .pyc of "bbb" on disk
+            del sys.modules["same_size_model"]
+        assert fresh(spec).chat(["q"]) == [answer]
+    assert list((module.parent / "__pycache__").glob("same_size_model.*.pyc"))  # bytecode was in play
+
+
 def test_no_cache_neither_reads_nor_writes(tmp_path: Path) -> None:
     log = tmp_path / "calls.log"
     fresh(counting_spec(log)).generate(questions(4))

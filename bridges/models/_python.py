@@ -72,8 +72,25 @@ def _import_current(name: str) -> None:
         if name in sys.modules and _IMPORTED_SOURCE.get(name, source) != source:
             # Dropped, not reloaded: a failed reload would leave the old code in place, answering.
             del sys.modules[name]
+        if name not in sys.modules:
+            _drop_bytecode(name)
         importlib.import_module(name)
         _IMPORTED_SOURCE[name] = source
+
+
+def _drop_bytecode(name: str) -> None:
+    """Removes the module's cached bytecode before it is imported. Python trusts a .pyc whose source has the
+    same size and the same modification second, so an edit of the same length within a second ran the old
+    code under the new source's fingerprint: old answers cached under the new code's keys."""
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return  # the import that follows names what is missing
+    if found is not None and found.cached and found.origin and found.origin.endswith(".py"):
+        try:
+            Path(found.cached).unlink(missing_ok=True)
+        except OSError:  # a read-only folder: its source is not being edited either
+            pass
 
 
 def fingerprint(spec: PythonSpec) -> str:
