@@ -12,12 +12,12 @@ Groups (the id prefix of every case) and counts, tried / clear error / accepted 
     datasets  30 / 30 / 4
     importers 42 / 42 / 4
     cli       11 / 11 / 0
-    model     32 / 32 / 0
+    model     39 / 39 / 0
     store     11 / 11 / 0
     serve      5 /  5 / 0
     collect   12 / 12 / 0
     byo        4 /  4 / 0
-    total    193 / 193 / 9    (plus 5 subprocess cases repeating cases above through `benchbridge`)
+    total    200 / 200 / 9    (plus 5 subprocess cases repeating cases above through `benchbridge`)
 
 `test_corpus_counts` keeps these numbers honest. The serve cases `serve-host-without-key` and
 `serve-port-out-of-range` depend on `benchbridge serve` refusing them before it binds.
@@ -315,6 +315,10 @@ CASES: list[Case] = [
     c("model-openai-base-url-not-http", config(models=[{"name": "o", "kind": "openai", "model": "gpt-x", "base_url": "localhost:8000/v1"}]), "models[0].base_url: Value error, not an http(s) URL"),
     c("model-openai-base-url-credentials", config(models=[{"name": "o", "kind": "openai", "model": "gpt-x", "base_url": "https://me:sk-in-url@example.com/v1"}]), "models[0].base_url: Value error, holds credentials"),
     c("model-openai-base-url-query", config(models=[{"name": "o", "kind": "openai", "model": "gpt-x", "base_url": "https://example.com/v1?key=sk-in-url"}]), "models[0].base_url: Value error, has a query"),
+    c("model-openai-base-url-bad-port", config(models=[{"name": "o", "kind": "openai", "model": "gpt-x", "base_url": "http://h:sk-in-url/v1"}]), "models[0].base_url: Value error, is not a valid URL"),
+    c("model-openai-base-url-unicode-netloc", config(models=[{"name": "o", "kind": "openai", "model": "gpt-x", "base_url": "https://me:sk-in-url\uff0fx@example.com/v1"}]), "models[0].base_url: Value error, is not a valid URL"),
+    c("model-openai-base-url-empty-query", config(models=[{"name": "o", "kind": "openai", "model": "gpt-x", "base_url": "http://h/v1?"}]), "models[0].base_url: Value error, has a query"),
+    c("model-openai-base-url-space", config(models=[{"name": "o", "kind": "openai", "model": "gpt-x", "base_url": " http://h/v1"}]), "models[0].base_url: Value error, contains spaces"),
     c("model-openai-tokenizer-path-not-found", config(models=[{"name": "o", "kind": "openai", "model": "gpt-x", "tokenizer_path": "./no-tok"}]), "/case/no-tok: model folder not found"),
     c("model-python-module-missing", py("no_such_module_xyz:f"), "c.yaml:6: models[0].target: cannot import 'no_such_module_xyz'"),
     c("model-python-attribute-missing", py("bridges.testing:NoSuchModel"), "models[0].target: 'bridges.testing' has no attribute 'NoSuchModel'"),
@@ -383,12 +387,13 @@ def write_files(root: Path, files: dict[str, Any]) -> None:
 
 def snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Every path under `root` with its size and modification time: what a failed command must not change.
-    Not Python's bytecode cache of an imported user module (`__pycache__`, written by any import), nor the
-    folders' times, which that cache changes (a file added or removed inside is listed anyway)."""
+    Not Python's bytecode cache of an imported user module (`__pycache__`, written by any import)."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if "__pycache__" not in p.relative_to(root).parts:
-            out[str(p.relative_to(root))] = (0, 0) if p.is_dir() else (p.lstat().st_size, p.lstat().st_mtime_ns)
+        if p.name == "__pycache__" or p.parent.name == "__pycache__":
+            continue
+        st = p.lstat()
+        out[str(p.relative_to(root))] = (0 if p.is_dir() else st.st_size, st.st_mtime_ns)
     return out
 
 

@@ -98,9 +98,18 @@ class OpenAISpec(ModelSpec):
     @classmethod
     def _plain_http_url(cls, value: str) -> str:
         """Refused rather than half-honoured: requests go to the origin and path only, and the URL is written
-        into native configs and errors, so credentials in it would leak while never being sent. (The message
-        does not repeat the URL, which may hold a secret.)"""
-        parts = urlsplit(value)
+        into native configs and errors, so credentials in it would leak while never being sent. The bridges
+        append their paths to it as written, so it must end where its path ends. (No message repeats the URL,
+        which may hold a secret.)"""
+        if any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError("contains spaces or control characters")
+        if "?" in value or "#" in value:
+            raise ValueError("has a query (?...) or fragment (#...), which is not sent: give the origin and path only")
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018  # raises on a port that is not a number in 0-65535
+        except ValueError:  # urllib's message quotes the host part, credentials included
+            raise ValueError("is not a valid URL (like http://127.0.0.1:8000/v1)") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("not an http(s) URL (like http://127.0.0.1:8000/v1)")
         if "@" in parts.netloc:
@@ -108,8 +117,6 @@ class OpenAISpec(ModelSpec):
                 "holds credentials (user:password@host): they are not sent and would be written to logs;"
                 " give the key in api_key_env"
             )
-        if parts.query or parts.fragment:
-            raise ValueError("has a query (?...) or fragment (#...), which is not sent: give the origin and path only")
         return value
 
 
