@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from importlib.machinery import ModuleSpec
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,16 @@ def _source_modules(spec: PythonSpec) -> list[str]:
     return modules
 
 
-def _module_source(name: str) -> bytes | None:
-    """The module's source file as it is on disk now (None: not found, or not a file)."""
+def _find_module(name: str) -> ModuleSpec | None:
+    """Where the module is, without importing it (None: not found)."""
     try:
-        found = importlib.util.find_spec(name)
+        return importlib.util.find_spec(name)
     except (ImportError, ValueError):  # ValueError: in sys.modules without a __spec__
-        found = None  # the backend, built on a cache miss, names the missing module
+        return None  # the backend, built on a cache miss, names the missing module
+
+
+def _source_of(found: ModuleSpec | None) -> bytes | None:
+    """The module's source file as it is on disk now (None: not found, or not a file)."""
     if found is not None and found.origin and Path(found.origin).is_file():
         return Path(found.origin).read_bytes()
     return None
@@ -68,24 +73,21 @@ _IMPORT_LOCK = threading.Lock()
 
 def _import_current(name: str) -> None:
     with _IMPORT_LOCK:
-        source = _module_source(name)
+        found = _find_module(name)
+        source = _source_of(found)
         if name in sys.modules and _IMPORTED_SOURCE.get(name, source) != source:
             # Dropped, not reloaded: a failed reload would leave the old code in place, answering.
             del sys.modules[name]
         if name not in sys.modules:
-            _drop_bytecode(name)
+            _drop_bytecode(found)
         importlib.import_module(name)
         _IMPORTED_SOURCE[name] = source
 
 
-def _drop_bytecode(name: str) -> None:
+def _drop_bytecode(found: ModuleSpec | None) -> None:
     """Removes the module's cached bytecode before it is imported. Python trusts a .pyc whose source has the
     same size and the same modification second, so an edit of the same length within a second ran the old
     code under the new source's fingerprint: old answers cached under the new code's keys."""
-    try:
-        found = importlib.util.find_spec(name)
-    except (ImportError, ValueError):
-        return  # the import that follows names what is missing
     if found is not None and found.cached and found.origin and found.origin.endswith(".py"):
         try:
             Path(found.cached).unlink(missing_ok=True)
@@ -102,7 +104,7 @@ def fingerprint(spec: PythonSpec) -> str:
     h = hashlib.sha256()
     for name in _source_modules(spec):
         h.update(f"{name}\n".encode())
-        h.update(_module_source(name) or b"")
+        h.update(_source_of(_find_module(name)) or b"")
     if env_refs(spec.args):
         # The values behind `${VAR}` in args change answers (an endpoint, a key); only their hash is kept.
         resolved = resolve_env_refs(spec.args, f"model {spec.name}: args")
