@@ -33,6 +33,11 @@ class HTTPResult:
     data: bytes
 
 
+def _authority(host: str, port: int) -> str:
+    """`host:port` for a URL (an IPv6 address in brackets)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class HTTPPool:
     """At most `size` idle connections to the origin of `base_url`; one connection per request in flight."""
 
@@ -57,14 +62,12 @@ class HTTPPool:
         """The proxy's URL without its credentials (those go in `proxy_headers`); None without a proxy."""
         if self.proxy is None:
             return None
-        host = self.proxy.hostname or ""
-        return f"http://{f'[{host}]' if ':' in host else host}:{self.proxy.port or 80}"
+        return f"http://{_authority(self.proxy.hostname or '', self.proxy.port or 80)}"
 
     def url(self, path: str) -> str:
         """The absolute URL `post(path)` asks, as an async client needs it: the origin and `base_url`'s path
         only (no credentials, no query), like `post`."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'https' if self.https else 'http'}://{host}:{self.port}{self.prefix}{path}"
+        return f"{'https' if self.https else 'http'}://{_authority(self.host, self.port)}{self.prefix}{path}"
 
     def request_proxy_headers(self) -> dict[str, str]:
         """Headers a request itself carries for the proxy: a plain-HTTP request through it (an https one
