@@ -16,7 +16,7 @@ import pytest
 
 from bridges import load_config
 from bridges._runner import make_bridges
-from bridges.executors.engines import ServeSettings, engine_command, serving_engines
+from bridges.executors.engines import ServeSettings, engine_command, engine_key, serving_engines
 from bridges.executors.ray import model_split, unit_options
 from bridges.models import ChatRequest, HFSpec, OpenAISpec, get_model
 from tests.conftest import DATASETS
@@ -94,6 +94,21 @@ def test_engine_command_lines() -> None:
         sys.executable, "-m", "sglang.launch_server", "--model-path", "/w/m", "--served-model-name", "m",
         "--host", "0.0.0.0", "--port", "9001", "--api-key", "$BENCHBRIDGE_ENGINE_KEY", "--tp-size", "2",
     ]
+
+
+def test_every_engine_key_is_read_as_the_value_of_its_flag() -> None:
+    """The key goes on the engine's command line; argparse takes a value starting with "-" for a flag (exit 2
+    before the server starts), as it did in CI for a urlsafe key. 2000 draws: a 1-in-64 failure shows."""
+    import argparse
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    parser.add_argument("--api-key")
+    parser.add_argument("--port", type=int)
+    for _ in range(2000):
+        key = engine_key()
+        args, rest = parser.parse_known_args(["--api-key", key, "--port", "1"])
+        assert (args.api_key, args.port, rest) == (key, 1, [])
+        assert len(key) >= 32  # still a secret worth its name
 
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang"])

@@ -88,6 +88,13 @@ def engine_command(name: str, path: str, settings: ServeSettings, port: int) -> 
     return cmd + flags(settings.args)
 
 
+def engine_key() -> str:
+    """A run's key for its engines: hex, because it goes on their command line as `--api-key KEY` and
+    argparse (vLLM's and SGLang's parsers) reads a value starting with "-" as a flag, so one urlsafe key in
+    64 stopped the server at start."""
+    return secrets.token_hex(24)
+
+
 def gpu_visible() -> bool:
     try:
         import torch
@@ -213,7 +220,7 @@ def serving_engines(config: Any, run_dir: Path, progress: Any = lambda m: None) 
     if not any(getattr(m, "serve", None) is not None for m in original):
         yield False
         return
-    key = secrets.token_urlsafe(24)
+    key = engine_key()
     with ExitStack() as stack, scoped_environ({ENV_KEY: key}):
         swapped = []
         for spec in original:
