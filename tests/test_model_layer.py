@@ -729,7 +729,7 @@ def test_run_config_and_cli_choose_the_cache(tmp_path: Path) -> None:
 def test_both_transports_send_the_same_request_through_an_authenticating_proxy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """http.client (threads) and aiohttp (event loop) ask the same: the absolute URL of `base_url`'s path, the
+    """http.client (threads) and `_async_http` (event loop) ask the same: the absolute URL of `base_url`'s path, the
     key, and the proxy's credentials (on the request for http, on the CONNECT
     for https). A recording proxy answers the one and refuses the tunnel."""
     seen: list[list[str]] = []

@@ -5,8 +5,8 @@ the client's CPU per request decides the throughput, all threads sharing one GIL
 this project's 2-core machine, per request: httpx 1.2 ms, urllib3 0.65 ms, `http.client` with
 this pool 0.4 ms (layer included). `http.client` already does the HTTP (chunked bodies,
 keep-alive, TLS); this module only keeps connections for reuse and honours the usual
-`HTTP(S)_PROXY` / `NO_PROXY` variables. An event loop (`benchbridge serve`) uses aiohttp instead
-(`OpenAIBackend.post_async`), with the proxy this module chose.
+`HTTP(S)_PROXY` / `NO_PROXY` variables. An event loop (`benchbridge serve`) uses `_async_http`
+instead, with the connection settings (TLS context, proxy, timeout, pool size) this module chose.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
 from bridges._errors import BenchbridgeError
@@ -26,14 +27,20 @@ from bridges._errors import BenchbridgeError
 IDLE_REUSE_S = 4.0
 
 
+class Headers(Protocol):
+    """Response headers, looked up case-insensitively (`http.client.HTTPMessage`, or a dict of lower-case names)."""
+
+    def get(self, name: str, /) -> str | None: ...
+
+
 @dataclass
 class HTTPResult:
     status: int
-    headers: http.client.HTTPMessage
+    headers: Headers
     data: bytes
 
 
-def _authority(host: str, port: int) -> str:
+def authority(host: str, port: int) -> str:
     """`host:port` for a URL (an IPv6 address in brackets)."""
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -56,18 +63,6 @@ class HTTPPool:
         self.proxy = urlsplit(proxy) if proxy and not urllib.request.proxy_bypass(self.host) else None
         self.idle: list[tuple[float, http.client.HTTPConnection]] = []
         self.lock = threading.Lock()
-
-    @property
-    def proxy_url(self) -> str | None:
-        """The proxy's URL without its credentials (those go in `proxy_headers`); None without a proxy."""
-        if self.proxy is None:
-            return None
-        return f"http://{_authority(self.proxy.hostname or '', self.proxy.port or 80)}"
-
-    def url(self, path: str) -> str:
-        """The absolute URL `post(path)` asks, as an async client needs it: the origin and `base_url`'s path
-        only (no credentials, no query), like `post`."""
-        return f"{'https' if self.https else 'http'}://{_authority(self.host, self.port)}{self.prefix}{path}"
 
     def request_proxy_headers(self) -> dict[str, str]:
         """Headers a request itself carries for the proxy: a plain-HTTP request through it (an https one
@@ -92,10 +87,11 @@ class HTTPPool:
             return conn
         return http.client.HTTPConnection(proxy_host, proxy_port, timeout=self.timeout_s)
 
-    def _target(self, path: str) -> str:
+    def request_target(self, path: str) -> str:
+        """What a request line names for `path`: the absolute URL through a plain-HTTP proxy, else the path."""
         path = self.prefix + path
         if self.proxy is not None and not self.https:  # a plain-HTTP proxy wants the absolute URL
-            return f"http://{self.host}:{self.port}{path}"
+            return f"http://{authority(self.host, self.port)}{path}"
         return path
 
     def _take(self) -> http.client.HTTPConnection:
@@ -121,7 +117,7 @@ class HTTPPool:
         extra = self.request_proxy_headers()
         try:
             # Body as bytes: http.client then sends headers and body in one segment.
-            conn.request("POST", self._target(path), body=body, headers={**headers, **extra})
+            conn.request("POST", self.request_target(path), body=body, headers={**headers, **extra})
             resp = conn.getresponse()
             data = resp.read()
         except BaseException:

@@ -9,12 +9,10 @@ import socket
 import ssl
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
-
-import aiohttp
 
 from bridges._errors import BenchbridgeError
-from bridges.models._http import IDLE_REUSE_S, HTTPPool
+from bridges.models._async_http import AsyncHTTPPool
+from bridges.models._http import Headers, HTTPPool
 from bridges.models._spec import OpenAISpec
 from bridges.models._types import (
     ChatRequest,
@@ -29,7 +27,7 @@ from bridges.secrets import read_secret, redact, secret_values
 RETRY_STATUS = frozenset({408, 409, 429})
 
 
-def retry_after_seconds(headers: Any) -> float | None:
+def retry_after_seconds(headers: Headers) -> float | None:
     """`retry-after-ms` (OpenAI) or `Retry-After` in seconds or as an HTTP date; None when absent."""
     if ms := headers.get("retry-after-ms"):
         try:
@@ -84,8 +82,7 @@ class OpenAIBackend:
             self.http = HTTPPool(spec.base_url, spec.limits.max_concurrency, spec.limits.timeout_s)
         except BenchbridgeError as exc:
             raise BenchbridgeError(f"model {spec.name}: {exc}") from None
-        self.async_url = self.http.url("/chat/completions")
-        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._async_pools: dict[asyncio.AbstractEventLoop, AsyncHTTPPool] = {}
 
     def request_body(self, req: ChatRequest) -> dict:
         body: dict = {
@@ -120,26 +117,17 @@ class OpenAIBackend:
         return self.answer(resp.status, resp.headers, resp.data)
 
     async def post_async(self, req: ChatRequest) -> ChatResponse:
-        """`post` on an event loop (`benchbridge serve`): aiohttp instead of a thread blocked in `http.client`."""
+        """`post` on an event loop (`benchbridge serve`): `_async_http` instead of a thread blocked in `http.client`."""
         body = json.dumps(self.request_body(req)).encode()
-        session = self._session()
         try:
-            async with session.post(
-                self.async_url,
-                data=body,
-                headers={**self.headers, **self.http.request_proxy_headers()},
-                proxy=self.http.proxy_url,
-                proxy_headers=self.http.proxy_headers() if self.http.https else None,  # for the CONNECT
-            ) as resp:
-                data = await resp.read()
-                status, headers = resp.status, resp.headers
-        except (aiohttp.ClientConnectorDNSError, aiohttp.ClientConnectorCertificateError) as exc:
+            resp = await self._async_pool().post("/chat/completions", body, self.headers)
+        except (socket.gaierror, ssl.SSLCertVerificationError) as exc:  # a retry cannot fix a name or a certificate
             raise ModelRequestRejected(f"{self.where}: {exc}") from None
-        except (OSError, aiohttp.ClientError, TimeoutError) as exc:  # timeouts, refused or dropped connections
+        except (OSError, TimeoutError) as exc:  # timeouts, refused or dropped connections
             raise RetryableModelError(f"{self.where}: {type(exc).__name__}: {exc}") from exc
-        return self.answer(status, headers, data)
+        return self.answer(resp.status, resp.headers, resp.data)
 
-    def answer(self, status: int, headers: Any, data: bytes) -> ChatResponse:
+    def answer(self, status: int, headers: Headers, data: bytes) -> ChatResponse:
         """The answer in an upstream's HTTP response, or the error that says whether a retry may fix it."""
         if status == 200:
             try:
@@ -164,32 +152,19 @@ class OpenAIBackend:
     async def generate_async(self, requests: list[ChatRequest]) -> list[ChatResponse]:
         return [await self.post_async(req) for req in requests]
 
-    def _session(self) -> aiohttp.ClientSession:
-        """The running loop's connection pool (a session belongs to the loop it was made on)."""
+    def _async_pool(self) -> AsyncHTTPPool:
+        """The running loop's connections (a connection belongs to the loop it was opened on)."""
         loop = asyncio.get_running_loop()
-        session = self._sessions.get(loop)
-        if session is None or session.closed:
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(
-                    limit=self.spec.limits.max_concurrency,
-                    ssl=self.http.context or True,
-                    keepalive_timeout=IDLE_REUSE_S,  # servers close idle connections (uvicorn after 5 s)
-                ),
-                timeout=aiohttp.ClientTimeout(total=self.spec.limits.timeout_s),
-                # Nothing the standard-library path does not send either: no cookies, compression or netrc.
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-                trust_env=False,  # the proxy comes from `HTTPPool`, which reads the environment the same way
-            )
-            self._sessions[loop] = session
-        return session
+        pool = self._async_pools.get(loop)
+        if pool is None:
+            pool = self._async_pools[loop] = AsyncHTTPPool(self.http)
+        return pool
 
     async def close_async(self) -> None:
         """Closes the running loop's connections (before that loop ends)."""
-        session = self._sessions.pop(asyncio.get_running_loop(), None)
-        if session is not None:
-            await session.close()
+        pool = self._async_pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            pool.close()
 
 
 def parse_chat_completion(data: dict) -> ChatResponse:

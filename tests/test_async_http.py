@@ -1,0 +1,185 @@
+"""`AsyncHTTPPool`, the event loop's HTTP client, against scripted servers: the response framings an upstream
+may use, keep-alive reuse, and what a dropped, silent or cancelled exchange leaves behind."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from bridges.models._async_http import AsyncHTTPPool, UpstreamProtocolError
+from bridges.models._http import HTTPPool
+
+Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]  # gets a request; False ends the connection
+
+
+class ScriptedServer:
+    """Reads each request whole (head and Content-Length body) and lets `handler` answer it."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.closed = asyncio.Event()  # set when a connection ends, whoever ended it
+
+    async def __aenter__(self) -> ScriptedServer:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                request = head + await reader.readexactly(length)
+                self.requests.append(request)
+                if not await self.handler(request, writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            self.closed.set()
+
+
+def pool_for(server: ScriptedServer, timeout_s: float = 5.0) -> AsyncHTTPPool:
+    return AsyncHTTPPool(HTTPPool(f"http://127.0.0.1:{server.port}/v1", size=4, timeout_s=timeout_s))
+
+
+def answer(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra) + body
+
+
+def test_a_post_sends_the_request_line_host_and_body_and_reuses_the_connection() -> None:
+    async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(answer(b'{"n": %d}' % len(request), b"Retry-After: 3\r\n"))
+        return True
+
+    async def main() -> None:
+        async with ScriptedServer(handler) as server:
+            pool = pool_for(server)
+            first = await pool.post("/chat/completions", b'{"q": 1}', {"Authorization": "Bearer k"})
+            second = await pool.post("/chat/completions", b'{"q": 2}', {"Authorization": "Bearer k"})
+            pool.close()
+        head, body = server.requests[0].split(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        assert lines[0] == "POST /v1/chat/completions HTTP/1.1"
+        assert {f"Host: 127.0.0.1:{server.port}", "Content-Length: 8", "Authorization: Bearer k"} <= set(lines)
+        assert body == b'{"q": 1}'
+        assert (first.status, first.data) == (200, b'{"n": %d}' % len(server.requests[0]))
+        assert first.headers.get("retry-after") == "3" and second.status == 200
+        assert server.connections == 1  # the second request went on the first one's connection
+
+    asyncio.run(main())
+
+
+def test_chunked_and_close_delimited_bodies_are_read_whole() -> None:
+    async def chunked(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)  # the body arrives in two segments
+        writer.write(b"6\r\n world\r\n0\r\n\r\n")
+        return True
+
+    async def close_delimited(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{"a":')
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b" 1}")
+        return False  # the end of the connection is the end of the body
+
+    async def main() -> None:
+        async with ScriptedServer(chunked) as server:
+            pool = pool_for(server)
+            assert (await pool.post("/x", b"{}", {})).data == b"hello world"
+            assert (await pool.post("/x", b"{}", {})).data == b"hello world"
+            assert server.connections == 1
+            pool.close()
+        async with ScriptedServer(close_delimited) as server:
+            pool = pool_for(server)
+            assert (await pool.post("/x", b"{}", {})).data == b'{"a": 1}'
+            assert pool.idle == []  # a connection that ended is not kept
+            assert (await pool.post("/x", b"{}", {})).data == b'{"a": 1}'
+            assert server.connections == 2
+
+    asyncio.run(main())
+
+
+def test_a_response_cut_off_or_unreadable_is_a_connection_error_and_the_next_post_reconnects() -> None:
+    calls = 0
+
+    async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+            return False
+        if calls == 2:
+            writer.write(b"SMTP ready\r\n\r\n")
+            return True
+        writer.write(answer(b"ok"))
+        return True
+
+    async def main() -> None:
+        async with ScriptedServer(handler) as server:
+            pool = pool_for(server)
+            with pytest.raises(UpstreamProtocolError, match="closed the connection"):
+                await pool.post("/x", b"{}", {})
+            with pytest.raises(UpstreamProtocolError, match="unreadable HTTP response"):
+                await pool.post("/x", b"{}", {})
+            assert (await pool.post("/x", b"{}", {})).data == b"ok"
+            assert server.connections == 3 and len(pool.idle) == 1
+            pool.close()
+        assert issubclass(UpstreamProtocolError, OSError)  # the backend retries it like a refused connection
+
+    asyncio.run(main())
+
+
+def test_a_silent_upstream_times_out_and_a_cancelled_post_closes_its_connection() -> None:
+    async def silent(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        return True  # reads the next request, never answers this one
+
+    async def main() -> None:
+        async with ScriptedServer(silent) as server:
+            pool = pool_for(server, timeout_s=0.3)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(TimeoutError):
+                await pool.post("/x", b"{}", {})
+            assert 0.25 < asyncio.get_running_loop().time() - started < 2.0
+            await asyncio.wait_for(server.closed.wait(), 5)  # its answer can never reach a later request
+            server.closed.clear()
+
+            task = asyncio.create_task(pool_for(server).post("/x", b"{}", {}))
+            while len(server.requests) < 2:
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.wait_for(server.closed.wait(), 5)
+            assert pool.idle == []
+
+    asyncio.run(main())
+
+
+def test_a_refused_connection_is_an_os_error() -> None:
+    async def main() -> None:
+        async with ScriptedServer(lambda r, w: asyncio.sleep(0, True)) as server:
+            port = server.port
+        pool = AsyncHTTPPool(HTTPPool(f"http://127.0.0.1:{port}", size=1, timeout_s=5))
+        with pytest.raises(OSError):
+            await pool.post("/x", b"{}", {})
+
+    asyncio.run(main())
