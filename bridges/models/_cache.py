@@ -395,7 +395,7 @@ class ResponseCache:
                 self._conn = None
 
 
-_CURRENT: tuple[tuple[str, str, str, int], ResponseCache] | None = None
+_CURRENT: tuple[tuple[str | int | None, ...], ResponseCache] | None = None
 _CURRENT_LOCK = threading.Lock()
 _PROCESS_SESSION = f"process-{os.getpid()}-{secrets.token_hex(4)}"
 
@@ -403,8 +403,12 @@ _PROCESS_SESSION = f"process-{os.getpid()}-{secrets.token_hex(4)}"
 def response_cache() -> ResponseCache:
     """The cache the environment currently chooses (reopened when `configure_cache` changes it)."""
     global _CURRENT
+    # The variables that decide, not the path they make: serve asks this for every request, and building the
+    # default path (expanduser, Path) cost more than the lookup it keys.
     settings = (
-        os.environ.get(ENV_PATH) or str(default_cache_path()),
+        os.environ.get(ENV_PATH),
+        os.environ.get("XDG_CACHE_HOME"),
+        os.environ.get("HOME"),
         os.environ.get(ENV_DISABLED, ""),
         os.environ.get(ENV_SESSION) or _PROCESS_SESSION,
         os.getpid(),  # a forked child must not use its parent's SQLite connection
@@ -413,8 +417,9 @@ def response_cache() -> ResponseCache:
         if _CURRENT is None or _CURRENT[0] != settings:
             if _CURRENT is not None and _CURRENT[1].pid == os.getpid():
                 _retire(_CURRENT[1])
-            path, disabled, session, _ = settings
-            _CURRENT = (settings, ResponseCache(Path(path), enabled=disabled in ("", "0"), session=session))
+            path = Path(settings[0]) if settings[0] else default_cache_path()
+            disabled, session = settings[3], settings[4]
+            _CURRENT = (settings, ResponseCache(path, enabled=disabled in ("", "0"), session=session))
         return _CURRENT[1]
 
 
