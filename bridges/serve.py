@@ -25,7 +25,8 @@ and retries; no thread per request in flight, whose hand-offs cost more than the
 connections get TCP_NODELAY, so a response body does not wait behind its headers for the peer's
 delayed ACK.
 
-The server is Starlette on uvicorn with httptools; request bodies are validated by pydantic models.
+The server is a plain ASGI app (`ServeRoutes`) on uvicorn with httptools; request bodies are validated
+by pydantic models.
 
 Guards, checked before a route sees a request (a pure ASGI middleware, `RequestGuard`, plus a uvicorn
 protocol subclass for what happens before a request exists):
@@ -57,7 +58,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -65,11 +66,7 @@ from typing import Any, Literal, TypeVar
 
 import uvicorn
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -95,17 +92,20 @@ GRACEFUL_SHUTDOWN_S = 5
 class ApiError(Exception):
     """An error answered in OpenAI's format: `{"error": {"message", "type", "param", "code"}}`."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, param: str | None = None, code: str | None = None, allow: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
+        self.allow = allow  # a 405's Allow header
 
     def response(self) -> JSONResponse:
         kind = "invalid_request_error" if self.status < 500 else "server_error"
         body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status)
+        return JSONResponse(body, status_code=self.status, headers={"Allow": self.allow} if self.allow else None)
 
 
 # ---- request bodies (unknown OpenAI fields such as top_p or user are accepted and ignored) ----
@@ -416,7 +416,7 @@ class ServedModels:
         for name in spec_secret_names(specs):  # masked in what a model error answers or logs, whatever its name
             remember_secret_name(name)
         # Request threads wait on the model layer, which bounds the calls in flight itself: enough threads
-        # for every model's concurrency or batch to fill at once (and Starlette's 40 at least).
+        # for every model's concurrency or batch to fill at once (and 40 at least, as Starlette's pool has).
         threads = max(40, sum(max(s.limits.max_concurrency, s.batch_size) for s in specs))
         self.request_threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="serve-request")
         self.workers: dict[str, ModelWorker] = {}
@@ -623,42 +623,72 @@ def parse_body(model: type[BodyT], raw: bytes) -> BodyT:
         raise ApiError(400, f"{loc}: {err['msg']}", param=loc) from None
 
 
-def make_routes(served: ServedModels) -> Starlette:
-    """The API's routes, unguarded (`make_app` puts the guards in front)."""
+Handler = Callable[[bytes], Awaitable[JSONResponse]]
 
-    # Starlette routes rather than FastAPI's: at hundreds of requests a second FastAPI's per-request
-    # machinery (dependency solving, telemetry lookups, extra middleware) cost more CPU than the model
-    # layer does, and this API is three routes whose bodies pydantic validates here anyway.
-    async def list_models(request: Request) -> JSONResponse:
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "benchbridge"} for name in served.workers]
+
+class ServeRoutes:
+    """The API's three routes as a plain ASGI app, unguarded (`make_app` puts `RequestGuard` in front, which
+    has read the body whole by then).
+
+    Not Starlette's router, nor FastAPI's: at hundreds of requests a second their per-request layers (error
+    and exception middleware, route matching by regex, a `Request` object, wrapped `send`s) cost about as
+    much event-loop CPU as the model layer's own work, and this API is three fixed paths whose bodies
+    pydantic validates anyway. An unknown path is 404 and a wrong method 405, in OpenAI's error format.
+    """
+
+    def __init__(self, served: ServedModels) -> None:
+        self.served = served
+        self.routes: dict[str, tuple[str, Handler]] = {
+            "/v1/models": ("GET", self.list_models),
+            "/v1/chat/completions": ("POST", self.chat_completions),
+            "/v1/completions": ("POST", self.completions),
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan is off; a websocket has no route here
+            return
+        method, path = scope["method"], scope["path"]
+        route = self.routes.get(path)
+        try:
+            if route is None:
+                raise ApiError(404, f"{method} {path}: Not Found")
+            if method != route[0]:
+                raise ApiError(405, f"{method} {path}: Method Not Allowed", allow=route[0])
+            response = await route[1](await _body(receive))
+        except ApiError as exc:
+            response = exc.response()
+        await response(scope, receive, send)
+
+    async def list_models(self, raw: bytes) -> JSONResponse:
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "benchbridge"} for name in self.served.workers
+        ]
         return JSONResponse({"object": "list", "data": data})
 
-    async def chat_completions(request: Request) -> JSONResponse:
-        body = parse_body(ChatCompletionBody, await request.body())
-        call = chat_call(served, body)
-        answers = await call.worker.answer_all_async([call.request], served.request_threads)
+    async def chat_completions(self, raw: bytes) -> JSONResponse:
+        body = parse_body(ChatCompletionBody, raw)
+        call = chat_call(self.served, body)
+        answers = await call.worker.answer_all_async([call.request], self.served.request_threads)
         return JSONResponse(chat_completion(body, call, answers[0]))
 
-    async def completions(request: Request) -> JSONResponse:
-        body = parse_body(CompletionBody, await request.body())
-        worker, prompts, requests = text_call(served, body)
-        answers = await worker.answer_all_async(requests, served.request_threads)
+    async def completions(self, raw: bytes) -> JSONResponse:
+        body = parse_body(CompletionBody, raw)
+        worker, prompts, requests = text_call(self.served, body)
+        answers = await worker.answer_all_async(requests, self.served.request_threads)
         return JSONResponse(text_completion(body, prompts, answers))
 
-    async def api_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, ApiError)
-        return exc.response()
 
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, HTTPException)  # unknown path (404) or method (405), in OpenAI's error format
-        return ApiError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}").response()
-
-    routes = [
-        Route("/v1/models", list_models, methods=["GET"]),
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/v1/completions", completions, methods=["POST"]),
-    ]
-    return Starlette(routes=routes, exception_handlers={ApiError: api_error, HTTPException: http_error})
+async def _body(receive: Receive) -> bytes:
+    """The request body (`RequestGuard` hands it over in one message; read whole otherwise)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # the client went away
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
 
 
 @dataclass(frozen=True)
@@ -756,7 +786,7 @@ class RequestGuard:
 
 def make_app(served: ServedModels, guards: Guards | None = None) -> ASGIApp:
     """The served API behind its guards (default: no key, 8 MiB bodies, 30 s body and 5 s idle timeouts)."""
-    return RequestGuard(make_routes(served), guards or Guards())
+    return RequestGuard(ServeRoutes(served), guards or Guards())
 
 
 # A request's head (request line and headers) larger than this gets 431: httptools sets no limit of its own,
@@ -962,6 +992,9 @@ def _server(served: ServedModels, guards: Guards) -> _Server:
         log_level="warning",
         access_log=False,
         lifespan="off",
+        # No X-Forwarded-* rewriting: nothing here reads the client's address, and uvicorn's middleware for it
+        # was CPU on every request.
+        proxy_headers=False,
         timeout_keep_alive=guards.keep_alive_timeout_s,  # type: ignore[arg-type]  # a float works (call_later)
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )

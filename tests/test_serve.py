@@ -252,7 +252,7 @@ def test_malformed_bodies_and_unknown_routes_get_openai_style_errors(client: htt
     r = client.get("/nowhere")
     assert (r.status_code, r.json()["error"]["message"]) == (404, "GET /v1/nowhere: Not Found")
     r = client.get("/chat/completions")
-    assert (r.status_code, r.json()["error"]["type"]) == (405, "invalid_request_error")
+    assert (r.status_code, r.json()["error"]["type"], r.headers["allow"]) == (405, "invalid_request_error", "POST")
 
 
 def test_choice_helpers() -> None:
