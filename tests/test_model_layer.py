@@ -729,7 +729,7 @@ def test_run_config_and_cli_choose_the_cache(tmp_path: Path) -> None:
 def test_both_transports_send_the_same_request_through_an_authenticating_proxy(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """http.client (threads) and `_async_http` (event loop) ask the same: the absolute URL of `base_url`'s path, the
+    """The thread's client and the event loop's (`_http`, `_async_http`) ask the same: the absolute URL of `base_url`'s path, the
     key, and the proxy's credentials (on the request for http, on the CONNECT
     for https). A recording proxy answers the one and refuses the tunnel."""
     seen: list[list[str]] = []
@@ -778,5 +778,5 @@ def test_both_transports_send_the_same_request_through_an_authenticating_proxy(
         "Proxy-Authorization: Basic cHU6cHA=",
     ]
     connect = ["Proxy-Authorization: Basic cHU6cHA="]
-    assert seen == [request, request, ["CONNECT upstream.example:443 HTTP/1.0", *connect],
+    assert seen == [request, request, ["CONNECT upstream.example:443 HTTP/1.1", *connect],
                     ["CONNECT upstream.example:443 HTTP/1.1", *connect]]  # fmt: skip

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import socket
 import ssl
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 from bridges._errors import BenchbridgeError
 from bridges.models._async_http import AsyncHTTPPool
-from bridges.models._http import Headers, HTTPPool
+from bridges.models._http import HTTPPool
 from bridges.models._spec import OpenAISpec
 from bridges.models._types import (
     ChatRequest,
@@ -27,7 +27,7 @@ from bridges.secrets import read_secret, redact, secret_values
 RETRY_STATUS = frozenset({408, 409, 429})
 
 
-def retry_after_seconds(headers: Headers) -> float | None:
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
     """`retry-after-ms` (OpenAI) or `Retry-After` in seconds or as an HTTP date; None when absent."""
     if ms := headers.get("retry-after-ms"):
         try:
@@ -112,22 +112,22 @@ class OpenAIBackend:
             resp = self.http.post("/chat/completions", body, self.headers)
         except (socket.gaierror, ssl.SSLCertVerificationError) as exc:  # a retry cannot fix a name or a certificate
             raise ModelRequestRejected(f"{self.where}: {exc}") from None
-        except (OSError, http.client.HTTPException) as exc:  # timeouts, refused or dropped connections
+        except OSError as exc:  # timeouts, refused, dropped or unreadable connections
             raise RetryableModelError(f"{self.where}: {type(exc).__name__}: {exc}") from exc
         return self.answer(resp.status, resp.headers, resp.data)
 
     async def post_async(self, req: ChatRequest) -> ChatResponse:
-        """`post` on an event loop (`benchbridge serve`): `_async_http` instead of a thread blocked in `http.client`."""
+        """`post` on an event loop (`benchbridge serve`): `_async_http` instead of a thread blocked on a socket."""
         body = json.dumps(self.request_body(req)).encode()
         try:
             resp = await self._async_pool().post("/chat/completions", body, self.headers)
         except (socket.gaierror, ssl.SSLCertVerificationError) as exc:  # a retry cannot fix a name or a certificate
             raise ModelRequestRejected(f"{self.where}: {exc}") from None
-        except (OSError, TimeoutError) as exc:  # timeouts, refused or dropped connections
+        except OSError as exc:  # timeouts, refused, dropped or unreadable connections
             raise RetryableModelError(f"{self.where}: {type(exc).__name__}: {exc}") from exc
         return self.answer(resp.status, resp.headers, resp.data)
 
-    def answer(self, status: int, headers: Headers, data: bytes) -> ChatResponse:
+    def answer(self, status: int, headers: Mapping[str, str], data: bytes) -> ChatResponse:
         """The answer in an upstream's HTTP response, or the error that says whether a retry may fix it."""
         if status == 200:
             try:

@@ -1,5 +1,6 @@
-"""`AsyncHTTPPool`, the event loop's HTTP client, against scripted servers: the response framings an upstream
-may use, keep-alive reuse, and what a dropped, silent or cancelled exchange leaves behind."""
+"""Both HTTP clients of the model layer (`HTTPPool` for threads, `AsyncHTTPPool` for an event loop) against
+scripted servers: the response framings an upstream may use, keep-alive reuse, and what a dropped, closed,
+silent or cancelled exchange leaves behind."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from bridges.models._async_http import AsyncHTTPPool, UpstreamProtocolError
-from bridges.models._http import HTTPPool
+from bridges.models._http import HTTPPool, HTTPResult
 
 Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]  # gets a request; False ends the connection
 
@@ -55,22 +56,45 @@ class ScriptedServer:
             self.closed.set()
 
 
-def pool_for(server: ScriptedServer, timeout_s: float = 5.0) -> AsyncHTTPPool:
-    return AsyncHTTPPool(HTTPPool(f"http://127.0.0.1:{server.port}/v1", size=4, timeout_s=timeout_s))
+class Client:
+    """One transport's pool, driven from the test's event loop (the thread's client through a worker thread)."""
+
+    def __init__(self, transport: str, port: int, timeout_s: float) -> None:
+        self.sync = HTTPPool(f"http://127.0.0.1:{port}/v1", size=4, timeout_s=timeout_s)
+        self.loop_pool = AsyncHTTPPool(self.sync) if transport == "event loop" else None
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> HTTPResult:
+        if self.loop_pool is not None:
+            return await self.loop_pool.post(path, body, headers)
+        return await asyncio.to_thread(self.sync.post, path, body, headers)
+
+    @property
+    def idle(self) -> list:
+        return self.loop_pool.idle if self.loop_pool is not None else self.sync.idle
+
+    def close(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle.clear()
+
+
+TRANSPORTS = ["threads", "event loop"]
+transports = pytest.mark.parametrize("transport", TRANSPORTS)
 
 
 def answer(body: bytes, extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra) + body
 
 
-def test_a_post_sends_the_request_line_host_and_body_and_reuses_the_connection() -> None:
+@transports
+def test_a_post_sends_the_request_line_host_and_body_and_reuses_the_connection(transport: str) -> None:
     async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
         writer.write(answer(b'{"n": %d}' % len(request), b"Retry-After: 3\r\n"))
         return True
 
     async def main() -> None:
         async with ScriptedServer(handler) as server:
-            pool = pool_for(server)
+            pool = Client(transport, server.port, 5.0)
             first = await pool.post("/chat/completions", b'{"q": 1}', {"Authorization": "Bearer k"})
             second = await pool.post("/chat/completions", b'{"q": 2}', {"Authorization": "Bearer k"})
             pool.close()
@@ -86,7 +110,8 @@ def test_a_post_sends_the_request_line_host_and_body_and_reuses_the_connection()
     asyncio.run(main())
 
 
-def test_chunked_and_close_delimited_bodies_are_read_whole() -> None:
+@transports
+def test_chunked_and_close_delimited_bodies_are_read_whole(transport: str) -> None:
     async def chunked(request: bytes, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
         await writer.drain()
@@ -103,13 +128,13 @@ def test_chunked_and_close_delimited_bodies_are_read_whole() -> None:
 
     async def main() -> None:
         async with ScriptedServer(chunked) as server:
-            pool = pool_for(server)
+            pool = Client(transport, server.port, 5.0)
             assert (await pool.post("/x", b"{}", {})).data == b"hello world"
             assert (await pool.post("/x", b"{}", {})).data == b"hello world"
             assert server.connections == 1
             pool.close()
         async with ScriptedServer(close_delimited) as server:
-            pool = pool_for(server)
+            pool = Client(transport, server.port, 5.0)
             assert (await pool.post("/x", b"{}", {})).data == b'{"a": 1}'
             assert pool.idle == []  # a connection that ended is not kept
             assert (await pool.post("/x", b"{}", {})).data == b'{"a": 1}'
@@ -118,7 +143,8 @@ def test_chunked_and_close_delimited_bodies_are_read_whole() -> None:
     asyncio.run(main())
 
 
-def test_a_response_cut_off_or_unreadable_is_a_connection_error_and_the_next_post_reconnects() -> None:
+@transports
+def test_a_response_cut_off_or_unreadable_is_a_connection_error_and_the_next_post_reconnects(transport: str) -> None:
     calls = 0
 
     async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
@@ -135,7 +161,7 @@ def test_a_response_cut_off_or_unreadable_is_a_connection_error_and_the_next_pos
 
     async def main() -> None:
         async with ScriptedServer(handler) as server:
-            pool = pool_for(server)
+            pool = Client(transport, server.port, 5.0)
             with pytest.raises(UpstreamProtocolError, match="closed the connection"):
                 await pool.post("/x", b"{}", {})
             with pytest.raises(UpstreamProtocolError, match="unreadable HTTP response"):
@@ -148,22 +174,33 @@ def test_a_response_cut_off_or_unreadable_is_a_connection_error_and_the_next_pos
     asyncio.run(main())
 
 
-def test_a_silent_upstream_times_out_and_a_cancelled_post_closes_its_connection() -> None:
+@transports
+def test_a_silent_upstream_times_out_and_its_connection_is_not_reused(transport: str) -> None:
     async def silent(request: bytes, writer: asyncio.StreamWriter) -> bool:
         return True  # reads the next request, never answers this one
 
     async def main() -> None:
         async with ScriptedServer(silent) as server:
-            pool = pool_for(server, timeout_s=0.3)
+            pool = Client(transport, server.port, 0.3)
             started = asyncio.get_running_loop().time()
             with pytest.raises(TimeoutError):
                 await pool.post("/x", b"{}", {})
             assert 0.25 < asyncio.get_running_loop().time() - started < 2.0
             await asyncio.wait_for(server.closed.wait(), 5)  # its answer can never reach a later request
-            server.closed.clear()
+            assert pool.idle == []
 
-            task = asyncio.create_task(pool_for(server).post("/x", b"{}", {}))
-            while len(server.requests) < 2:
+    asyncio.run(main())
+
+
+def test_a_cancelled_post_closes_its_connection() -> None:
+    async def silent(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        return True
+
+    async def main() -> None:
+        async with ScriptedServer(silent) as server:
+            pool = Client("event loop", server.port, 5.0)
+            task = asyncio.create_task(pool.post("/x", b"{}", {}))
+            while not server.requests:
                 await asyncio.sleep(0.01)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -174,12 +211,47 @@ def test_a_silent_upstream_times_out_and_a_cancelled_post_closes_its_connection(
     asyncio.run(main())
 
 
-def test_a_refused_connection_is_an_os_error() -> None:
+@transports
+def test_a_connection_the_server_closed_or_wrote_to_while_idle_is_not_reused(transport: str) -> None:
+    """A server may close a keep-alive connection whenever it likes, or send what nobody asked for: the next
+    request goes on a new connection instead of failing, or reading another request's answer."""
+    calls = 0
+
+    async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # an interim answer first, then the response; then the connection ends
+            writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + answer(b"one"))
+            return False
+        writer.write(answer(b"two"))
+        if calls == 2:  # and later, unasked, a response nobody waits for
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(answer(b"stray"))
+        return True
+
+    async def main() -> None:
+        async with ScriptedServer(handler) as server:
+            pool = Client(transport, server.port, 5.0)
+            first = await pool.post("/x", b"{}", {})
+            assert (first.status, first.data, first.headers.get("link")) == (200, b"one", None)
+            await asyncio.wait_for(server.closed.wait(), 5)
+            await asyncio.sleep(0.05)  # the server's FIN reaches the client
+            assert (await pool.post("/x", b"{}", {})).data == b"two"
+            await asyncio.sleep(0.2)  # the stray answer arrives on the idle connection
+            assert (await pool.post("/x", b"{}", {})).data == b"two"
+            assert server.connections == 3
+            pool.close()
+
+    asyncio.run(main())
+
+
+@transports
+def test_a_refused_connection_is_an_os_error(transport: str) -> None:
     async def main() -> None:
         async with ScriptedServer(lambda r, w: asyncio.sleep(0, True)) as server:
             port = server.port
-        pool = AsyncHTTPPool(HTTPPool(f"http://127.0.0.1:{port}", size=1, timeout_s=5))
         with pytest.raises(OSError):
-            await pool.post("/x", b"{}", {})
+            await Client(transport, port, 5.0).post("/x", b"{}", {})
 
     asyncio.run(main())
