@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from bridges._errors import BenchbridgeError
 from bridges.models._async_http import AsyncHTTPPool, UpstreamProtocolError
 from bridges.models._http import HTTPPool, HTTPResult
 
@@ -255,3 +256,54 @@ def test_a_refused_connection_is_an_os_error(transport: str) -> None:
             await Client(transport, port, 5.0).post("/x", b"{}", {})
 
     asyncio.run(main())
+
+
+@transports
+def test_what_a_hostile_or_odd_upstream_sends_is_refused_or_contained(transport: str) -> None:
+    """A 101, a head that never ends, trailers, and non-HTTP bytes after a whole response."""
+    calls = 0
+
+    async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+        elif calls == 2:
+            writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * (200 * 1024))  # and the head goes on
+            await writer.drain()
+            await asyncio.sleep(30)
+        elif calls == 3:  # trailers may not change the head's headers
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nRetry-After: 1\r\nTrailer: Retry-After\r\n\r\n"
+            )
+            writer.write(b"2\r\nok\r\n0\r\nRetry-After: 999\r\n\r\n")
+        else:  # a whole response, then bytes that are not HTTP in the same write
+            writer.write(answer(b"fine") + b"garbage that is not a response\r\n\r\n")
+        return calls != 2
+
+    async def main() -> None:
+        async with ScriptedServer(handler) as server:
+            pool = Client(transport, server.port, 10.0)
+            with pytest.raises(UpstreamProtocolError, match="switched protocols"):
+                await pool.post("/x", b"{}", {})
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(UpstreamProtocolError, match="response head larger than 65536 bytes"):
+                await pool.post("/x", b"{}", {})
+            assert asyncio.get_running_loop().time() - started < 5  # refused as it arrives, not at the timeout
+            trailed = await pool.post("/x", b"{}", {})
+            assert (trailed.data, trailed.headers.get("retry-after")) == (b"ok", "1")
+            assert (await pool.post("/x", b"{}", {})).data == b"fine"
+            assert pool.idle == []  # the connection after the garbage is not reused
+            pool.close()
+
+    asyncio.run(main())
+
+
+def test_the_host_header_and_the_base_url_path() -> None:
+    assert HTTPPool("http://example.test/v1", 1, 5).host_header == "example.test"
+    assert HTTPPool("https://example.test:443/v1", 1, 5).host_header == "example.test"
+    assert HTTPPool("https://[::1]/v1", 1, 5).host_header == "[::1]"
+    assert HTTPPool("http://example.test:8080/v1", 1, 5).host_header == "example.test:8080"
+    assert HTTPPool("https://[::1]:8443", 1, 5).host_header == "[::1]:8443"
+    with pytest.raises(BenchbridgeError, match="a space or control character in the path"):
+        HTTPPool("http://example.test/v1 X/", 1, 5)

@@ -780,3 +780,12 @@ def test_both_transports_send_the_same_request_through_an_authenticating_proxy(
     connect = ["Proxy-Authorization: Basic cHU6cHA="]
     assert seen == [request, request, ["CONNECT upstream.example:443 HTTP/1.1", *connect],
                     ["CONNECT upstream.example:443 HTTP/1.1", *connect]]  # fmt: skip
+
+
+def test_a_key_with_a_line_break_is_refused_not_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It would end the Authorization line and add headers of its own; the message must not show it."""
+    monkeypatch.setenv(KEY_ENV, "sk-secret\r\nX-Injected: 1")
+    spec = {"name": "k", "kind": "openai", "model": "x", "base_url": "http://127.0.0.1:9/v1", "api_key_env": KEY_ENV}
+    with pytest.raises(BenchbridgeError, match=f"model k: api_key_env: \\${KEY_ENV} holds a line break") as err:
+        fresh(spec).generate(questions(1))
+    assert "sk-secret" not in str(err.value)

@@ -31,6 +31,11 @@ from bridges._errors import BenchbridgeError
 IDLE_REUSE_S = 4.0
 # A proxy's answer to CONNECT is a status line and a few headers; more than this is not one.
 MAX_TUNNEL_ANSWER_BYTES = 64 * 1024
+# Limits on what an upstream may send (http.client refused a header line over 64 KiB too): a head that never
+# ends costs the parser CPU (a header is concatenated as it arrives), a body memory. A chat completion is
+# kilobytes; 64 MiB leaves room for long answers with logprobs.
+MAX_RESPONSE_HEAD_BYTES = 64 * 1024
+MAX_RESPONSE_BODY_BYTES = 64 * 1024 * 1024
 RECV_BYTES = 256 * 1024
 
 
@@ -65,6 +70,8 @@ class ResponseReader:
         self.complete = False
         self.keep_alive = False
         self.trailing = False  # bytes came after the response: the connection's state is unknown
+        self.head_bytes = 0
+        self.body_bytes = 0
 
     @property
     def reusable(self) -> bool:
@@ -77,8 +84,19 @@ class ResponseReader:
             return True
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # a 101 (or an accepted CONNECT): not an answer to a POST
+            raise UpstreamProtocolError("the upstream switched protocols instead of answering") from None
         except httptools.HttpParserError as exc:
+            if self.complete:  # not HTTP, after a whole response: that response stands, the connection does not
+                self.trailing = True
+                return True
             raise UpstreamProtocolError(f"unreadable HTTP response: {exc}") from None
+        if not self.headers_done:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_RESPONSE_HEAD_BYTES:
+                raise UpstreamProtocolError(f"response head larger than {MAX_RESPONSE_HEAD_BYTES} bytes")
+        if self.body_bytes > MAX_RESPONSE_BODY_BYTES:
+            raise UpstreamProtocolError(f"response body larger than {MAX_RESPONSE_BODY_BYTES} bytes")
         return self.complete
 
     def at_eof(self) -> None:
@@ -100,7 +118,7 @@ class ResponseReader:
             self.trailing = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.complete:
+        if not self.headers_done:  # after the head: a chunked body's trailers, which change nothing here
             self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
@@ -109,7 +127,9 @@ class ResponseReader:
 
     def on_body(self, body: bytes) -> None:
         if not self.complete:
-            self.body.append(body)
+            self.body_bytes += len(body)
+            if self.body_bytes <= MAX_RESPONSE_BODY_BYTES:  # past it, `feed` raises once this chunk is parsed
+                self.body.append(body)
 
     def on_message_complete(self) -> None:
         if self.complete:
@@ -191,6 +211,12 @@ class HTTPPool:
         self.host = parts.hostname
         self.port = parts.port or (443 if self.https else 80)
         self.prefix = parts.path.rstrip("/")
+        if any(ord(c) <= 32 or ord(c) == 127 for c in self.prefix):  # would break the request line
+            raise BenchbridgeError(f"base_url: {base_url!r}: a space or control character in the path (encode it)")
+        default_port = 443 if self.https else 80
+        # As browsers and http.client send it: the port only when it is not the scheme's own.
+        bare_host = f"[{self.host}]" if ":" in self.host else self.host
+        self.host_header = authority(self.host, self.port) if self.port != default_port else bare_host
         self.size = size
         self.timeout_s = timeout_s
         self.context = ssl.create_default_context() if self.https else None
@@ -219,7 +245,7 @@ class HTTPPool:
 
     def request_bytes(self, path: str, body: bytes, headers: dict[str, str]) -> bytes:
         """A POST of `body` to `path` under `base_url`, as both transports send it."""
-        head = [f"POST {self.request_target(path)} HTTP/1.1", f"Host: {authority(self.host, self.port)}"]
+        head = [f"POST {self.request_target(path)} HTTP/1.1", f"Host: {self.host_header}"]
         head.append(f"Content-Length: {len(body)}")
         head += [f"{name}: {value}" for name, value in {**headers, **self.request_proxy_headers()}.items()]
         return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body

@@ -74,6 +74,10 @@ class OpenAIBackend:
             raise BenchbridgeError(
                 f"model {spec.name}: api_key_env: ${spec.api_key_env} is not set (set it in the environment or .env)"
             )
+        if any(c in key for c in "\r\n\0"):  # it would end the header line and start headers of its own
+            raise BenchbridgeError(
+                f"model {spec.name}: api_key_env: ${spec.api_key_env} holds a line break or NUL (a key is one line)"
+            )
         self.url = spec.base_url.rstrip("/") + "/chat/completions"
         self.where = f"model {spec.name}: POST {self.url}"
         self.secrets = secret_values([spec.api_key_env])
