@@ -639,10 +639,11 @@ class ServeRoutes:
 
     def __init__(self, served: ServedModels) -> None:
         self.served = served
-        self.routes: dict[str, tuple[str, Handler]] = {
-            "/v1/models": ("GET", self.list_models),
-            "/v1/chat/completions": ("POST", self.chat_completions),
-            "/v1/completions": ("POST", self.completions),
+        # HEAD wherever GET, as HTTP asks (uvicorn sends a HEAD's headers without the body).
+        self.routes: dict[str, tuple[tuple[str, ...], Handler]] = {
+            "/v1/models": (("GET", "HEAD"), self.list_models),
+            "/v1/chat/completions": (("POST",), self.chat_completions),
+            "/v1/completions": (("POST",), self.completions),
         }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -653,8 +654,8 @@ class ServeRoutes:
         try:
             if route is None:
                 raise ApiError(404, f"{method} {path}: Not Found")
-            if method != route[0]:
-                raise ApiError(405, f"{method} {path}: Method Not Allowed", allow=route[0])
+            if method not in route[0]:
+                raise ApiError(405, f"{method} {path}: Method Not Allowed", allow=", ".join(route[0]))
             response = await route[1](await _body(receive))
         except ApiError as exc:
             response = exc.response()

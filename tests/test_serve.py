@@ -253,6 +253,10 @@ def test_malformed_bodies_and_unknown_routes_get_openai_style_errors(client: htt
     assert (r.status_code, r.json()["error"]["message"]) == (404, "GET /v1/nowhere: Not Found")
     r = client.get("/chat/completions")
     assert (r.status_code, r.json()["error"]["type"], r.headers["allow"]) == (405, "invalid_request_error", "POST")
+    r = client.post("/models", json={})
+    assert (r.status_code, r.headers["allow"]) == (405, "GET, HEAD")
+    r = client.head("/models")
+    assert (r.status_code, r.content, r.headers["content-type"]) == (200, b"", "application/json")
 
 
 def test_choice_helpers() -> None:
