@@ -59,6 +59,25 @@ def load() -> str:
     return "load avg {:.1f} {:.1f} {:.1f}".format(*os.getloadavg())
 
 
+def cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (user ... steal, the first line of /proc/stat); None off Linux."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
+def steal_since(before: list[int] | None) -> str:
+    """The share of CPU time the hypervisor gave to other guests since `before`: on a shared VM host the
+    noise that moves these figures most (serve, with the most hops, first), which the load average misses."""
+    after = cpu_times()
+    if before is None or after is None or len(after) < 8:
+        return "cpu steal n/a"
+    delta = [a - b for a, b in zip(after, before, strict=True)]
+    return f"cpu steal {100 * delta[7] / sum(delta):.0f}%" if sum(delta) > 0 else "cpu steal n/a"
+
+
 def spec_for(base_url: str, name: str, **limits: Any) -> dict[str, Any]:
     return {
         "name": name,
@@ -347,15 +366,17 @@ def main() -> None:
         configure_cache(tmp / "cache.sqlite", enabled=True, session="bench")
         os.environ["BENCHBRIDGE_CACHE"] = str(tmp / "cache.sqlite")  # serve subprocesses: same fresh cache
         print(f"model layer benchmark; upstream latency {LATENCY_S * 1000:.0f} ms; {load()}")
+        started = cpu_times()
         rows = throughput(tmp, trials, rounds, not args.no_serve)
         table(
-            f"1. Throughput ({rounds} requests per slot, median of {trials}; {load()})",
+            f"1. Throughput ({rounds} requests per slot, median of {trials}; {load()}; {steal_since(started)})",
             ["path", "concurrency", "requests/s", "ideal", "fraction of ideal", "range"],
             rows,
         )
+        started = cpu_times()
         rows = added_latency(20 if args.quick else 60)
         table(
-            f"2. Latency per call, one at a time ({load()})",
+            f"2. Latency per call, one at a time ({load()}; {steal_since(started)})",
             ["path", "median", "mean", "added vs direct (median)"],
             rows,
         )
