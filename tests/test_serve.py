@@ -279,7 +279,15 @@ def start_cli_serve(config: Path, model: str, **env: str) -> tuple[subprocess.Po
     """`benchbridge serve CONFIG --model MODEL` on a free port, once it answers `/v1/models` (that answer)."""
     port = free_port()
     cmd = [sys.executable, "-m", "bridges.cli", "serve", str(config), "--model", model, "--port", str(port)]
-    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT), **env}, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C as a terminal delivers it, even when the suite itself was started with SIGINT ignored (a
+        # background job of a non-interactive shell): the child would inherit that and exit 0, not 130.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
