@@ -13,7 +13,8 @@ from bridges._errors import BenchbridgeError
 from bridges.models._async_http import AsyncHTTPPool, UpstreamProtocolError
 from bridges.models._http import HTTPPool, HTTPResult
 
-Handler = Callable[[bytes, asyncio.StreamWriter], Awaitable[bool]]  # gets a request; False ends the connection
+# Gets the server's request number (from 1) and the request; returns False to end the connection.
+Handler = Callable[[int, bytes, asyncio.StreamWriter], Awaitable[bool]]
 
 
 class ScriptedServer:
@@ -48,7 +49,7 @@ class ScriptedServer:
                 )
                 request = head + await reader.readexactly(length)
                 self.requests.append(request)
-                if not await self.handler(request, writer):
+                if not await self.handler(len(self.requests), request, writer):
                     break
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -89,7 +90,7 @@ def answer(body: bytes, extra: bytes = b"") -> bytes:
 
 @transports
 def test_a_post_sends_the_request_line_host_and_body_and_reuses_the_connection(transport: str) -> None:
-    async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def handler(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
         writer.write(answer(b'{"n": %d}' % len(request), b"Retry-After: 3\r\n"))
         return True
 
@@ -113,14 +114,14 @@ def test_a_post_sends_the_request_line_host_and_body_and_reuses_the_connection(t
 
 @transports
 def test_chunked_and_close_delimited_bodies_are_read_whole(transport: str) -> None:
-    async def chunked(request: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def chunked(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
         writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
         await writer.drain()
         await asyncio.sleep(0.05)  # the body arrives in two segments
         writer.write(b"6\r\n world\r\n0\r\n\r\n")
         return True
 
-    async def close_delimited(request: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def close_delimited(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
         writer.write(b'HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{"a":')
         await writer.drain()
         await asyncio.sleep(0.05)
@@ -146,15 +147,11 @@ def test_chunked_and_close_delimited_bodies_are_read_whole(transport: str) -> No
 
 @transports
 def test_a_response_cut_off_or_unreadable_is_a_connection_error_and_the_next_post_reconnects(transport: str) -> None:
-    calls = 0
-
-    async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
+    async def handler(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if n == 1:
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
             return False
-        if calls == 2:
+        if n == 2:
             writer.write(b"SMTP ready\r\n\r\n")
             return True
         writer.write(answer(b"ok"))
@@ -177,7 +174,7 @@ def test_a_response_cut_off_or_unreadable_is_a_connection_error_and_the_next_pos
 
 @transports
 def test_a_silent_upstream_times_out_and_its_connection_is_not_reused(transport: str) -> None:
-    async def silent(request: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def silent(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
         return True  # reads the next request, never answers this one
 
     async def main() -> None:
@@ -194,7 +191,7 @@ def test_a_silent_upstream_times_out_and_its_connection_is_not_reused(transport:
 
 
 def test_a_cancelled_post_closes_its_connection() -> None:
-    async def silent(request: bytes, writer: asyncio.StreamWriter) -> bool:
+    async def silent(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
         return True
 
     async def main() -> None:
@@ -216,16 +213,13 @@ def test_a_cancelled_post_closes_its_connection() -> None:
 def test_a_connection_the_server_closed_or_wrote_to_while_idle_is_not_reused(transport: str) -> None:
     """A server may close a keep-alive connection whenever it likes, or send what nobody asked for: the next
     request goes on a new connection instead of failing, or reading another request's answer."""
-    calls = 0
 
-    async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
-        nonlocal calls
-        calls += 1
-        if calls == 1:  # an interim answer first, then the response; then the connection ends
+    async def handler(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if n == 1:  # an interim answer first, then the response; then the connection ends
             writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n" + answer(b"one"))
             return False
         writer.write(answer(b"two"))
-        if calls == 2:  # and later, unasked, a response nobody waits for
+        if n == 2:  # and later, unasked, a response nobody waits for
             await writer.drain()
             await asyncio.sleep(0.05)
             writer.write(answer(b"stray"))
@@ -250,7 +244,7 @@ def test_a_connection_the_server_closed_or_wrote_to_while_idle_is_not_reused(tra
 @transports
 def test_a_refused_connection_is_an_os_error(transport: str) -> None:
     async def main() -> None:
-        async with ScriptedServer(lambda r, w: asyncio.sleep(0, True)) as server:
+        async with ScriptedServer(lambda n, r, w: asyncio.sleep(0, True)) as server:
             port = server.port
         with pytest.raises(OSError):
             await Client(transport, port, 5.0).post("/x", b"{}", {})
@@ -261,25 +255,22 @@ def test_a_refused_connection_is_an_os_error(transport: str) -> None:
 @transports
 def test_what_a_hostile_or_odd_upstream_sends_is_refused_or_contained(transport: str) -> None:
     """A 101, a head that never ends, trailers, and non-HTTP bytes after a whole response."""
-    calls = 0
 
-    async def handler(request: bytes, writer: asyncio.StreamWriter) -> bool:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
+    async def handler(n: int, request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if n == 1:
             writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-        elif calls == 2:
+        elif n == 2:
             writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + b"x" * (200 * 1024))  # and the head goes on
             await writer.drain()
             await asyncio.sleep(30)
-        elif calls == 3:  # trailers may not change the head's headers
+        elif n == 3:  # trailers may not change the head's headers
             writer.write(
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nRetry-After: 1\r\nTrailer: Retry-After\r\n\r\n"
             )
             writer.write(b"2\r\nok\r\n0\r\nRetry-After: 999\r\n\r\n")
         else:  # a whole response, then bytes that are not HTTP in the same write
             writer.write(answer(b"fine") + b"garbage that is not a response\r\n\r\n")
-        return calls != 2
+        return n != 2
 
     async def main() -> None:
         async with ScriptedServer(handler) as server:
