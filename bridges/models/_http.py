@@ -209,11 +209,11 @@ class HTTPPool:
             raise BenchbridgeError(f"base_url: {base_url!r} is not an http(s) URL")
         self.https = parts.scheme == "https"
         self.host = parts.hostname
-        self.port = parts.port or (443 if self.https else 80)
+        default_port = 443 if self.https else 80
+        self.port = parts.port or default_port
         self.prefix = parts.path.rstrip("/")
         if any(ord(c) <= 32 or ord(c) == 127 for c in self.prefix):  # would break the request line
             raise BenchbridgeError(f"base_url: {base_url!r}: a space or control character in the path (encode it)")
-        default_port = 443 if self.https else 80
         # As browsers and http.client send it: the port only when it is not the scheme's own.
         bare_host = f"[{self.host}]" if ":" in self.host else self.host
         self.host_header = authority(self.host, self.port) if self.port != default_port else bare_host
